@@ -1,0 +1,496 @@
+// The configuration parser: TOML text in, a validated config or the first error (with line and
+// column) out. Values start as etc/default.toml's (embedded) and the file's keys overlay them.
+
+#include "common/config.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <limits>
+#include <span>
+#include <thread>
+#include <utility>
+
+#include <toml++/toml.h>
+
+#include "common/embedded.hpp"
+#include "common/unique_fd.hpp"
+#include "common/units.hpp"
+
+namespace sockherd {
+namespace {
+
+constexpr std::string_view embedded_source_name = "<embedded default>";
+constexpr std::uint64_t kib = 1024;
+constexpr std::uint64_t mib = 1024 * kib;
+constexpr std::uint64_t gib = 1024 * mib;
+constexpr std::size_t max_file_size = 16 * mib;
+constexpr unsigned max_workers = 1024;
+
+// Thrown by the readers below on the first problem; parse_config turns it into a config_error.
+struct rejection {
+    toml::source_position where;
+    std::string message;
+};
+
+[[noreturn]] void reject(const toml::source_region& where, std::string message) {
+    throw rejection{where.begin, std::move(message)};
+}
+
+template <class E>
+struct choice {
+    std::string_view name;
+    E value;
+};
+
+constexpr choice<listener_mode> listener_modes[] = {
+    {"handoff", listener_mode::handoff}, {"shared", listener_mode::shared}, {"reuseport", listener_mode::reuseport}};
+constexpr choice<schedule_policy> schedule_policies[] = {
+    {"least-conn", schedule_policy::least_conn}, {"round-robin", schedule_policy::round_robin}};
+constexpr choice<route_kind> route_kinds[] = {{"echo", route_kind::echo}, {"static", route_kind::static_files}};
+constexpr choice<log_level> log_levels[] = {{"trace", log_level::trace}, {"debug", log_level::debug},
+                                            {"info", log_level::info},   {"warn", log_level::warn},
+                                            {"error", log_level::error}};
+constexpr choice<log_format> log_formats[] = {{"text", log_format::text}, {"json", log_format::json}};
+
+template <class E>
+std::string_view name_of(std::span<const choice<E>> choices, E value) {
+    for (const auto& c : choices)
+        if (c.value == value)
+            return c.name;
+    return "?";
+}
+
+unsigned auto_workers() {
+    return std::clamp(std::thread::hardware_concurrency(), 1u, max_workers);
+}
+
+std::string_view type_name(const toml::node& node) {
+    switch (node.type()) {
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::none: break;
+    }
+    return "nothing";
+}
+
+// What a wrong value was, for "expected X, got Y": a string is quoted, anything else is its type.
+std::string describe(const toml::node& node) {
+    if (const auto* s = node.as_string())
+        return "\"" + s->get() + "\"";
+    return std::string(type_name(node));
+}
+
+bool earlier(const toml::source_region& a, const toml::source_region& b) {
+    return a.begin.line != b.begin.line ? a.begin.line < b.begin.line : a.begin.column < b.begin.column;
+}
+
+// One TOML table being read ("[http]", "[[route]]", "[supervisor] restart_backoff"). Rejects keys it
+// does not know on construction; each read_* leaves its target alone when the key is absent.
+class section {
+public:
+    section(const toml::table& table, std::string where, std::initializer_list<std::string_view> known)
+        : table_(table), where_(std::move(where)) {
+        const toml::key* unknown = nullptr;
+        for (auto&& [key, node] : table)
+            if (std::find(known.begin(), known.end(), key.str()) == known.end() &&
+                (unknown == nullptr || earlier(key.source(), unknown->source())))
+                unknown = &key;
+        if (unknown != nullptr)
+            reject(unknown->source(), "unknown key '" + std::string(unknown->str()) + "' in " + where_);
+    }
+
+    const toml::node* find(std::string_view key) const { return table_.get(key); }
+
+    const toml::node& require(std::string_view key) const {
+        if (const auto* node = find(key))
+            return *node;
+        reject(table_.source(), where_ + " is missing required key '" + std::string(key) + "'");
+    }
+
+    // "[http] max_body_size", "[supervisor] restart_backoff.min"
+    std::string name(std::string_view key) const {
+        return where_ + (where_.back() == ']' ? " " : ".") + std::string(key);
+    }
+
+    [[noreturn]] void fail(const toml::node& node, std::string_view key, std::string_view why) const {
+        reject(node.source(), name(key) + ": " + std::string(why));
+    }
+
+    [[noreturn]] void wrong_type(const toml::node& node, std::string_view key, std::string_view expected) const {
+        fail(node, key, "expected " + std::string(expected) + ", got " + describe(node));
+    }
+
+    const std::string& string_value(const toml::node& node, std::string_view key) const {
+        const auto* s = node.as_string();
+        if (s == nullptr)
+            wrong_type(node, key, "a string");
+        return s->get();
+    }
+
+    template <class E>
+    E choice_value(const toml::node& node, std::string_view key, std::span<const choice<E>> choices) const {
+        const auto& text = string_value(node, key);
+        std::string names;
+        for (const auto& c : choices) {
+            if (c.name == text)
+                return c.value;
+            names += (names.empty() ? "" : ", ") + std::string(c.name);
+        }
+        fail(node, key, "unknown value \"" + text + "\" (expected one of: " + names + ")");
+    }
+
+    template <class E>
+    void read_choice(std::string_view key, E& out, std::span<const choice<E>> choices) const {
+        if (const auto* node = find(key))
+            out = choice_value(*node, key, choices);
+    }
+
+    void read_int(std::string_view key, int& out, int min, int max) const {
+        const auto* node = find(key);
+        if (node == nullptr)
+            return;
+        const auto* v = node->as_integer();
+        if (v == nullptr)
+            wrong_type(*node, key, "an integer");
+        if (v->get() < min || v->get() > max)
+            fail(*node, key,
+                 "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
+                     std::to_string(v->get()));
+        out = static_cast<int>(v->get());
+    }
+
+    enum class zero { allowed, rejected };
+
+    const toml::node* read_duration(std::string_view key, duration& out, zero z) const {
+        const auto* node = find(key);
+        if (node == nullptr)
+            return nullptr;
+        if (const auto* i = node->as_integer())
+            fail(*node, key,
+                 "expected a duration string like \"30s\", got integer (durations need a unit, e.g. \"" +
+                     std::to_string(i->get()) + "s\")");
+        const auto* s = node->as_string();
+        if (s == nullptr)
+            wrong_type(*node, key, "a duration string like \"30s\"");
+        auto d = parse_duration(s->get());
+        if (!d)
+            fail(*node, key, "invalid duration \"" + s->get() + "\" (use e.g. \"250ms\", \"30s\", \"1m30s\", \"2h\")");
+        if (z == zero::rejected && d->count() == 0)
+            fail(*node, key, "must be greater than 0");
+        out = *d;
+        return node;
+    }
+
+    void read_size(std::string_view key, std::uint64_t& out, std::uint64_t min, std::uint64_t max) const {
+        const auto* node = find(key);
+        if (node == nullptr)
+            return;
+        std::optional<std::uint64_t> bytes;
+        if (const auto* i = node->as_integer()) {
+            if (i->get() < 0)
+                fail(*node, key, "must not be negative, got " + std::to_string(i->get()));
+            bytes = static_cast<std::uint64_t>(i->get());
+        } else if (const auto* s = node->as_string()) {
+            bytes = parse_size(s->get());
+            if (!bytes)
+                fail(*node, key, "invalid size \"" + s->get() + "\" (use e.g. \"512\", \"16KiB\", \"1MiB\", \"10MB\")");
+        } else {
+            wrong_type(*node, key, "a size like \"16KiB\" or an integer number of bytes");
+        }
+        if (*bytes < min || *bytes > max)
+            fail(*node, key,
+                 (min == 0 ? "must be at most " + format_size(max)
+                           : "must be between " + format_size(min) + " and " + format_size(max)) +
+                     ", got " + format_size(*bytes));
+        out = *bytes;
+    }
+
+private:
+    const toml::table& table_;
+    std::string where_;
+};
+
+const toml::table& section_table(const toml::node& node, std::string_view key) {
+    const auto* t = node.as_table();
+    if (t == nullptr)
+        reject(node.source(), std::string(key) + ": expected a table ([" + std::string(key) + "]), got " + describe(node));
+    return *t;
+}
+
+// The tables of a [[key]] array, each checked to be a table.
+const toml::array& section_array(const toml::node& node, std::string_view key) {
+    const std::string expected = std::string(key) + ": expected an array of tables ([[" + std::string(key) + "]]), got ";
+    const auto* a = node.as_array();
+    if (a == nullptr)
+        reject(node.source(), expected + describe(node));
+    for (const auto& element : *a)
+        if (!element.is_table())
+            reject(element.source(), expected + "an array containing " + describe(element));
+    return *a;
+}
+
+void read_server(const toml::table& table, config& cfg) {
+    section s(table, "[server]", {"workers"});
+    const auto* node = s.find("workers");
+    if (node == nullptr)
+        return;
+    if (const auto* i = node->as_integer()) {
+        if (i->get() < 1 || i->get() > max_workers)
+            s.fail(*node, "workers", "must be between 1 and 1024 (or \"auto\"), got " + std::to_string(i->get()));
+        cfg.server.workers = static_cast<unsigned>(i->get());
+    } else if (const auto* str = node->as_string(); str != nullptr && str->get() == "auto") {
+        cfg.server.workers = auto_workers();
+    } else {
+        s.wrong_type(*node, "workers", "an integer 1..1024 or \"auto\"");
+    }
+}
+
+std::vector<listener_config> read_listeners(const toml::array& tables) {
+    std::vector<listener_config> listeners;
+    std::vector<std::uint32_t> lines; // where each listener's address was written
+    for (const auto& element : tables) {
+        section s(*element.as_table(), "[[listener]]", {"address", "mode", "backlog"});
+        listener_config l;
+        const auto& address = s.require("address");
+        l.address = s.string_value(address, "address");
+        auto endpoint = parse_address(l.address);
+        if (!endpoint)
+            s.fail(address, "address",
+                   "invalid address \"" + l.address + "\" (expected \"a.b.c.d:port\" or \"[v6]:port\", no host names)");
+        l.endpoint = *endpoint;
+        for (std::size_t i = 0; i < listeners.size(); ++i)
+            if (listeners[i].endpoint == l.endpoint)
+                s.fail(address, "address",
+                       "\"" + l.address + "\" is the same endpoint as the listener on line " + std::to_string(lines[i]));
+        s.read_choice<listener_mode>("mode", l.mode, listener_modes);
+        s.read_int("backlog", l.backlog, 1, 65535);
+        listeners.push_back(std::move(l));
+        lines.push_back(address.source().begin.line);
+    }
+    if (listeners.empty())
+        reject(tables.source(), "at least one [[listener]] is required");
+    return listeners;
+}
+
+void read_supervisor(const toml::table& table, config& cfg) {
+    section s(table, "[supervisor]", {"restart_backoff", "drain_timeout"});
+    if (const auto* node = s.find("restart_backoff")) {
+        const auto* inner = node->as_table();
+        if (inner == nullptr)
+            s.wrong_type(*node, "restart_backoff", "an inline table like { min = \"100ms\", max = \"10s\" }");
+        section b(*inner, "[supervisor] restart_backoff", {"min", "max"});
+        auto& sup = cfg.supervisor;
+        const auto* min = b.read_duration("min", sup.restart_backoff_min, section::zero::rejected);
+        const auto* max = b.read_duration("max", sup.restart_backoff_max, section::zero::rejected);
+        if (sup.restart_backoff_max < sup.restart_backoff_min)
+            b.fail(max != nullptr ? *max : *min, max != nullptr ? "max" : "min",
+                   "min (" + format_duration(sup.restart_backoff_min) + ") must not be greater than max (" +
+                       format_duration(sup.restart_backoff_max) + ")");
+    }
+    s.read_duration("drain_timeout", cfg.supervisor.drain_timeout, section::zero::allowed);
+}
+
+void read_http(const toml::table& table, config& cfg) {
+    section s(table, "[http]", {"max_header_size", "max_body_size", "header_timeout", "keepalive_timeout"});
+    s.read_size("max_header_size", cfg.http.max_header_size, kib, mib);
+    s.read_size("max_body_size", cfg.http.max_body_size, 0, gib);
+    s.read_duration("header_timeout", cfg.http.header_timeout, section::zero::rejected);
+    s.read_duration("keepalive_timeout", cfg.http.keepalive_timeout, section::zero::rejected);
+}
+
+void read_websocket(const toml::table& table, config& cfg) {
+    section s(table, "[websocket]", {"max_message_size", "idle_timeout"});
+    s.read_size("max_message_size", cfg.websocket.max_message_size, kib, 64 * mib);
+    s.read_duration("idle_timeout", cfg.websocket.idle_timeout, section::zero::rejected);
+}
+
+std::vector<route_config> read_routes(const toml::array& tables) {
+    std::vector<route_config> routes;
+    std::vector<std::uint32_t> lines; // where each route's path was written
+    for (const auto& element : tables) {
+        section s(*element.as_table(), "[[route]]", {"path", "kind", "root"});
+        route_config r;
+        const auto& path = s.require("path");
+        r.path = s.string_value(path, "path");
+        if (r.path.empty() || r.path.front() != '/')
+            s.fail(path, "path", "must start with '/', got \"" + r.path + "\"");
+        for (std::size_t i = 0; i < routes.size(); ++i)
+            if (routes[i].path == r.path)
+                s.fail(path, "path", "duplicate route \"" + r.path + "\" (first on line " + std::to_string(lines[i]) + ")");
+        r.kind = s.choice_value<route_kind>(s.require("kind"), "kind", route_kinds);
+        if (const auto* root = s.find("root")) {
+            if (r.kind != route_kind::static_files)
+                s.fail(*root, "root", "only allowed on a route with kind = \"static\"");
+            r.root = s.string_value(*root, "root");
+            if (r.root->empty() || r.root->front() != '/')
+                s.fail(*root, "root", "must be an absolute path, got \"" + *r.root + "\"");
+        }
+        routes.push_back(std::move(r));
+        lines.push_back(path.source().begin.line);
+    }
+    return routes;
+}
+
+// Overlays what `root` says onto `cfg`. Throws rejection on the first problem.
+void read_document(const toml::table& root, config& cfg) {
+    static constexpr std::string_view known[] = {"server",    "listener", "scheduler", "supervisor",
+                                                 "http",      "websocket", "log",      "route"};
+    const toml::key* unknown = nullptr;
+    for (auto&& [key, node] : root)
+        if (std::find(std::begin(known), std::end(known), key.str()) == std::end(known) &&
+            (unknown == nullptr || earlier(key.source(), unknown->source())))
+            unknown = &key;
+    if (unknown != nullptr) {
+        const auto& node = *root.get(unknown->str());
+        const std::string name(unknown->str());
+        if (node.is_table())
+            reject(unknown->source(), "unknown section [" + name + "]");
+        if (node.is_array_of_tables())
+            reject(unknown->source(), "unknown section [[" + name + "]]");
+        reject(unknown->source(), "unknown key '" + name + "' at the top level");
+    }
+
+    if (const auto* node = root.get("server"))
+        read_server(section_table(*node, "server"), cfg);
+    if (const auto* node = root.get("listener"))
+        cfg.listeners = read_listeners(section_array(*node, "listener"));
+    if (const auto* node = root.get("scheduler")) {
+        section s(section_table(*node, "scheduler"), "[scheduler]", {"policy"});
+        s.read_choice<schedule_policy>("policy", cfg.scheduler.policy, schedule_policies);
+    }
+    if (const auto* node = root.get("supervisor"))
+        read_supervisor(section_table(*node, "supervisor"), cfg);
+    if (const auto* node = root.get("http"))
+        read_http(section_table(*node, "http"), cfg);
+    if (const auto* node = root.get("websocket"))
+        read_websocket(section_table(*node, "websocket"), cfg);
+    if (const auto* node = root.get("log")) {
+        section s(section_table(*node, "log"), "[log]", {"level", "format"});
+        s.read_choice<log_level>("level", cfg.log.level, log_levels);
+        s.read_choice<log_format>("format", cfg.log.format, log_formats);
+    }
+    if (const auto* node = root.get("route"))
+        cfg.routes = read_routes(section_array(*node, "route"));
+
+    if (cfg.listeners.empty())
+        reject(root.source(), "at least one [[listener]] is required");
+}
+
+enum class starting_from { defaults, nothing };
+
+config_result parse_onto(std::string_view text, std::string_view source_name, starting_from base) {
+    const std::string name(source_name);
+    try {
+        config cfg = base == starting_from::defaults ? default_config() : config{};
+        const toml::table root = toml::parse(text, source_name);
+        read_document(root, cfg);
+        cfg.source_name = name;
+        cfg.source_text = std::string(text);
+        return cfg;
+    } catch (const toml::parse_error& e) {
+        return config_error{name, e.source().begin.line, e.source().begin.column, std::string(e.description())};
+    } catch (const rejection& r) {
+        return config_error{name, r.where.line, r.where.column, r.message};
+    } catch (const std::exception& e) {
+        return config_error{name, 0, 0, std::string("internal error: ") + e.what()};
+    } catch (...) {
+        return config_error{name, 0, 0, "internal error"};
+    }
+}
+
+} // namespace
+
+std::string config_error::to_string() const {
+    if (line == 0)
+        return source_name + ": " + message;
+    return source_name + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+config_result parse_config(std::string_view text, std::string_view source_name) {
+    return parse_onto(text, source_name, starting_from::defaults);
+}
+
+config_result load_config_file(const std::string& path) {
+    auto cannot_read = [&](std::string why) { return config_error{path, 0, 0, "cannot read: " + why}; };
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        return cannot_read(std::strerror(errno));
+    std::string text;
+    char buffer[64 * 1024];
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+        if (n > 0) {
+            text.append(buffer, static_cast<std::size_t>(n));
+            if (text.size() > max_file_size)
+                return cannot_read("larger than " + format_size(max_file_size));
+        } else if (n == 0) {
+            break;
+        } else if (errno != EINTR) {
+            return cannot_read(std::strerror(errno));
+        }
+    }
+    return parse_config(text, path);
+}
+
+config default_config() {
+    static const config defaults = [] {
+        const auto text = assets::find("default.toml");
+        if (!text) {
+            std::fputs("sockherd: bug: default.toml is not embedded in this binary\n", stderr);
+            std::abort();
+        }
+        auto result = parse_onto(*text, embedded_source_name, starting_from::nothing);
+        if (const auto* err = std::get_if<config_error>(&result)) {
+            std::fprintf(stderr, "sockherd: bug: the embedded default config is invalid: %s\n", err->to_string().c_str());
+            std::abort();
+        }
+        return std::get<config>(std::move(result));
+    }();
+    return defaults;
+}
+
+std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos)
+        return std::nullopt;
+    auto host = text.substr(0, colon);
+    const auto port_text = text.substr(colon + 1);
+    const char* port_end = port_text.data() + port_text.size();
+    unsigned port = 0;
+    if (auto [end, ec] = std::from_chars(port_text.data(), port_end, port); ec != std::errc{} || end != port_end ||
+                                                                              port > 65535)
+        return std::nullopt;
+    const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed)
+        host = host.substr(1, host.size() - 2);
+    if (host.find('\0') != std::string_view::npos)
+        return std::nullopt;
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(std::string(host), ec);
+    // IPv4 bare, IPv6 in brackets; anything else (host names, "::1:80") is rejected.
+    if (ec || address.is_v6() != bracketed)
+        return std::nullopt;
+    return boost::asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+std::string_view to_string(listener_mode m) { return name_of<listener_mode>(listener_modes, m); }
+std::string_view to_string(schedule_policy p) { return name_of<schedule_policy>(schedule_policies, p); }
+std::string_view to_string(route_kind k) { return name_of<route_kind>(route_kinds, k); }
+
+} // namespace sockherd

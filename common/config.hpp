@@ -1,0 +1,113 @@
+#pragma once
+// The validated node configuration. Parsed from TOML by the supervisor (and again, from the exact
+// same text, by each worker), so every process of one generation runs the same settings.
+// Every key is optional: what a file leaves out comes from etc/default.toml's values, embedded.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+namespace sockherd {
+
+using duration = std::chrono::milliseconds;
+
+enum class listener_mode { handoff, shared, reuseport };
+enum class schedule_policy { least_conn, round_robin };
+enum class route_kind { echo, static_files };
+enum class log_format { text, json };
+enum class log_level { trace, debug, info, warn, error };
+
+struct listener_config {
+    std::string address;                   // as written, e.g. "0.0.0.0:8080", "[::]:80"
+    boost::asio::ip::tcp::endpoint endpoint; // parsed from address
+    listener_mode mode = listener_mode::handoff;
+    int backlog = 4096;
+};
+
+struct route_config {
+    std::string path;                // prefix, starts with '/'; longest prefix wins
+    route_kind kind = route_kind::static_files;
+    std::optional<std::string> root; // static only: directory; absent = the embedded demo files
+};
+
+struct config {
+    struct server_section {
+        unsigned workers = 0; // resolved: "auto" becomes the CPU count; always >= 1 after parsing
+    } server;
+
+    std::vector<listener_config> listeners; // at least one
+
+    struct scheduler_section {
+        schedule_policy policy = schedule_policy::least_conn;
+    } scheduler;
+
+    struct supervisor_section {
+        duration restart_backoff_min{100};
+        duration restart_backoff_max{10'000};
+        duration drain_timeout{30'000};
+    } supervisor;
+
+    struct http_section {
+        std::uint64_t max_header_size = 16 * 1024;   // request line + headers
+        std::uint64_t max_body_size = 1024 * 1024;   // request body
+        duration header_timeout{10'000};             // time to receive a whole request header
+        duration keepalive_timeout{75'000};          // idle time between requests on one connection
+    } http;
+
+    struct websocket_section {
+        std::uint64_t max_message_size = 1024 * 1024;
+        duration idle_timeout{60'000};
+    } websocket;
+
+    struct log_section {
+        log_level level = log_level::info;
+        log_format format = log_format::text;
+    } log;
+
+    std::vector<route_config> routes;
+
+    std::string source_name; // file path, or "<embedded default>"
+    std::string source_text; // the TOML text this was parsed from (sent to workers verbatim)
+};
+
+// Where and why a configuration was rejected. line/column are 1-based; 0 when unknown.
+struct config_error {
+    std::string source_name;
+    std::uint32_t line = 0;
+    std::uint32_t column = 0;
+    std::string message;
+
+    // "FILE:LINE:COLUMN: message" (or "FILE: message" without a position).
+    std::string to_string() const;
+};
+
+using config_result = std::variant<config, config_error>;
+
+// Parses and validates TOML text. Never throws for bad input; unknown keys, wrong types,
+// bad durations/sizes/addresses and out-of-range values are errors with line and column.
+config_result parse_config(std::string_view text, std::string_view source_name);
+
+// Reads `path` and parses it. An unreadable file is an error without a position.
+config_result load_config_file(const std::string& path);
+
+// The embedded default configuration (etc/default.toml compiled in).
+config default_config();
+
+// "250ms", "30s", "1m30s", "2h" -> milliseconds. Returns nullopt for anything else.
+std::optional<duration> parse_duration(std::string_view text);
+// "512", "16KiB", "1MiB", "2GiB", "10kB", "1MB" -> bytes. Returns nullopt for anything else.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+// "1.2.3.4:80", "[::1]:8080", "0.0.0.0:0" -> endpoint. Returns nullopt for anything else.
+std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view text);
+
+std::string_view to_string(listener_mode);
+std::string_view to_string(schedule_policy);
+std::string_view to_string(route_kind);
+
+} // namespace sockherd

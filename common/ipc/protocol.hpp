@@ -1,0 +1,138 @@
+#pragma once
+// The supervisor <-> worker channel protocol: every message either side may send, one encode and
+// one decode. Both ends are the same binary; the version still guards against a stale worker.
+//
+// Protocol description
+//   Transport: one AF_UNIX SOCK_STREAM socketpair per worker, created by the supervisor before it
+//   spawns the worker. A stream (not SEQPACKET) so that messages of any size up to max_payload
+//   pass whatever the socket buffer size is.
+//   Frame: header { u32 payload_length; u16 version; u16 type } then payload_length bytes.
+//   All integers little-endian, explicit width. Strings: u32 length + bytes.
+//   Descriptors: only `handoff` carries them, as SCM_RIGHTS on the sendmsg that carries the
+//   frame's first byte, never ahead of it; the receiver keeps arriving descriptors in FIFO order
+//   and gives a handoff exactly its count. Any other descriptor is a protocol error.
+//   Unknown type: answered with `unknown_type`, logged, skipped (its length is known).
+//   Malformed frame (bad version, oversize, payload not matching its type): the receiver closes
+//   the channel; the supervisor then replaces the worker.
+//
+//   supervisor -> worker: config, handoff, drain, stop
+//   worker -> supervisor: ready, load, drained
+//   either direction:     unknown_type
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/container/static_vector.hpp>
+
+#include "common/unique_fd.hpp"
+
+namespace sockherd::ipc {
+
+inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::size_t header_size = 8;
+// Large enough for a config file or a maximal pub/sub payload with its envelope.
+inline constexpr std::uint32_t max_payload = 64 * 1024 * 1024 + 4096;
+// Connections one handoff may carry (SCM_MAX_FD is 253; the receive buffer is sized for this).
+inline constexpr std::size_t max_handoff_batch = 64;
+
+enum class message_type : std::uint16_t {
+    config = 1,
+    handoff = 2,
+    drain = 3,
+    stop = 4,
+    ready = 64,
+    load = 65,
+    drained = 66,
+    unknown_type = 127,
+};
+
+// Supervisor -> worker: the validated TOML text of one generation. Sent first, before any
+// handoff; the worker parses it with the same parser and answers `ready`.
+struct config_msg {
+    std::uint64_t generation = 0;
+    std::string toml;
+};
+
+struct handoff_entry {
+    boost::asio::ip::tcp::endpoint peer;
+    unique_fd fd; // empty in a decoded message until the channel attaches the received descriptor
+};
+
+// Supervisor -> worker: accepted connections from one listener.
+struct handoff_msg {
+    handoff_msg() = default;
+    handoff_msg(handoff_msg&&) = default;
+    handoff_msg& operator=(handoff_msg&&) = default;
+    handoff_msg(const handoff_msg&) = delete; // descriptors are owned: move only
+    handoff_msg& operator=(const handoff_msg&) = delete;
+
+    std::uint16_t listener_id = 0;
+    boost::container::static_vector<handoff_entry, max_handoff_batch> connections;
+};
+
+// Supervisor -> worker: take no new work; close idle keep-alive connections, finish in-flight
+// responses, close WebSockets with 1001 within `timeout_ms`, then send `drained` and exit.
+struct drain_msg {
+    std::uint32_t timeout_ms = 0;
+};
+
+// Supervisor -> worker: exit now.
+struct stop_msg {};
+
+// Worker -> supervisor: config applied; the worker accepts handoffs from now on.
+struct ready_msg {
+    std::uint64_t generation = 0;
+    std::uint32_t pid = 0;
+};
+
+// Worker -> supervisor: current load for least-conn scheduling. Sent at most once per event-loop
+// turn, when it changed. `handoffs_received` lets the supervisor count hand-offs in flight.
+struct load_msg {
+    std::uint32_t connections = 0;
+    std::uint64_t handoffs_received = 0;
+};
+
+// Worker -> supervisor: every connection is closed; the worker exits next.
+struct drained_msg {};
+
+// Either direction: "did not recognize your last message" (its type), then carry on.
+struct unknown_type_msg {
+    std::uint16_t type = 0;
+};
+
+using message = std::variant<config_msg, handoff_msg, drain_msg, stop_msg, ready_msg, load_msg,
+                             drained_msg, unknown_type_msg>;
+
+message_type type_of(const message&);
+std::string_view to_string(message_type);
+
+// Appends the frame for `m` to `out`. Descriptors are not part of the bytes: the sender passes
+// handoff_msg's fds beside the frame (see channel).
+void encode(const message& m, std::string& out);
+
+enum class decode_status {
+    ok,           // `msg` holds the message, `consumed` bytes were used
+    need_more,    // not a whole frame yet
+    unknown_type, // a whole frame of a type this build does not know; `consumed` skips it
+    malformed,    // bad version, oversize, or a payload that does not match its type
+};
+
+struct decode_result {
+    decode_status status = decode_status::need_more;
+    std::size_t consumed = 0;
+    std::uint16_t type = 0;    // the frame's type (ok, unknown_type)
+    const char* reason = "";   // for malformed: what was wrong
+    message msg;
+};
+
+// Decodes the first frame in `in`. Never reads past `in`, never throws, never asserts on input.
+decode_result decode(std::span<const std::uint8_t> in);
+
+// How many descriptors travel with `m` (the handoff's connection count, else 0).
+std::size_t descriptor_count(const message& m);
+
+} // namespace sockherd::ipc

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs what building sockherd needs on Debian 12 (and, with --test, what its tests need).
+# Idempotent: packages already installed are not fetched again. Uses sudo when not root.
+set -eu
+
+build_pkgs="g++ cmake make pkg-config libboost1.74-dev libboost-filesystem1.74-dev libspdlog-dev libfmt-dev
+libtomlplusplus-dev libcli11-dev"
+test_pkgs="libgtest-dev libgmock-dev procps"
+
+pkgs="$build_pkgs"
+if [ "${1:-}" = "--test" ]; then
+    pkgs="$pkgs $test_pkgs"
+fi
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO="sudo"
+    fi
+    echo "deps.sh: installing:$missing"
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi

@@ -1,0 +1,107 @@
+// sockherd's entry point: parses the command line and dispatches. Nothing else lives here.
+
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/config.hpp"
+#include "common/logging.hpp"
+#include "supervisor/supervisor.hpp"
+#include "worker/worker.hpp"
+
+namespace {
+
+using namespace sockherd;
+
+// Each process may hold as many descriptors as the hard limit allows; connections are spread
+// over the workers, and each has its own limit.
+void raise_fd_limit() {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int run_supervisor(const std::string& config_path) {
+    init_logging("supervisor");
+    config cfg;
+    if (config_path.empty()) {
+        cfg = default_config();
+    } else {
+        auto result = load_config_file(config_path);
+        if (auto* err = std::get_if<config_error>(&result)) {
+            std::fprintf(stderr, "sockherd: %s\n", err->to_string().c_str());
+            return 1;
+        }
+        cfg = std::get<config>(std::move(result));
+    }
+    apply_log_config("supervisor", cfg);
+    raise_fd_limit();
+    ::signal(SIGPIPE, SIG_IGN);
+    net::io_context ioc(1);
+    supervisor::supervisor sup(ioc, std::move(cfg), "/proc/self/exe");
+    return sup.run();
+}
+
+int check_config(const std::string& path) {
+    auto result = load_config_file(path);
+    if (auto* err = std::get_if<config_error>(&result)) {
+        std::fprintf(stderr, "%s\n", err->to_string().c_str());
+        return 1;
+    }
+    const auto& cfg = std::get<config>(result);
+    std::printf("%s: ok (%u worker(s), %zu listener(s), %zu route(s))\n", path.c_str(), cfg.server.workers,
+                cfg.listeners.size(), cfg.routes.size());
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"sockherd: one binary that runs a whole WebSocket node (a supervisor and its workers)",
+                 "sockherd"};
+    app.set_version_flag("--version", std::string("sockherd ") + SOCKHERD_VERSION);
+    app.require_subcommand(1);
+
+    std::string config_path;
+    auto* run = app.add_subcommand("run", "Run the node in the foreground (no --config: embedded defaults)");
+    run->add_option("--config,-c", config_path, "TOML configuration file")->check(CLI::ExistingFile);
+
+    std::string check_path;
+    auto* check = app.add_subcommand("check-config", "Validate a configuration file; print the first problem");
+    check->add_option("file", check_path, "TOML configuration file")->required();
+
+    int channel_fd = -1;
+    unsigned slot = 0;
+    auto* worker = app.add_subcommand("worker", "Internal: how the supervisor starts a worker");
+    worker->add_option("--channel-fd", channel_fd, "Inherited channel descriptor")->required();
+    worker->add_option("--slot", slot, "Worker slot")->required();
+    worker->group(""); // hidden from --help
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+
+    try {
+        if (*run)
+            return run_supervisor(config_path);
+        if (*check)
+            return check_config(check_path);
+        if (*worker) {
+            raise_fd_limit();
+            return worker::run_worker(channel_fd, slot);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "sockherd: %s\n", e.what());
+        return 1;
+    }
+    return 2;
+}

@@ -1,0 +1,231 @@
+#include "supervisor/worker_slot.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <boost/process/child.hpp>
+#include <boost/process/exe.hpp>
+#include <boost/process/args.hpp>
+#include <boost/process/extend.hpp>
+#include <spdlog/spdlog.h>
+
+namespace sockherd::supervisor {
+namespace {
+
+// A worker that stays up this long has shown it can run; its slot's backoff starts over.
+constexpr std::chrono::milliseconds healthy_after{10'000};
+
+ipc::channel::limits channel_limits() {
+    ipc::channel::limits lim;
+    lim.send_queue_bytes = 8 * 1024 * 1024; // room for a few maximal relayed messages
+    lim.send_queue_fds = 256;               // hand-offs the worker has not taken yet
+    return lim;
+}
+
+} // namespace
+
+std::string_view to_string(slot_state s) {
+    switch (s) {
+    case slot_state::stopped: return "stopped";
+    case slot_state::starting: return "starting";
+    case slot_state::ready: return "ready";
+    case slot_state::draining: return "draining";
+    }
+    return "?";
+}
+
+std::string describe_wait_status(int status) {
+    if (WIFEXITED(status))
+        return "exited with status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        std::string s = "killed by signal " + std::to_string(sig) + " (" + ::strsignal(sig) + ")";
+        if (WCOREDUMP(status))
+            s += ", core dumped";
+        return s;
+    }
+    return "ended with wait status " + std::to_string(status);
+}
+
+worker_slot::worker_slot(net::io_context& ioc, slot_observer& owner, unsigned id, const config& cfg)
+    : ioc_(ioc), owner_(owner), id_(id),
+      backoff_(cfg.supervisor.restart_backoff_min, cfg.supervisor.restart_backoff_max, healthy_after),
+      restart_timer_(ioc) {}
+
+worker_slot::~worker_slot() {
+    if (channel_)
+        channel_->close();
+}
+
+bool worker_slot::spawn(const std::string& exe, const config& cfg, std::uint64_t generation) {
+    error_code ec;
+    auto [ours, theirs] = ipc::make_socketpair(ec);
+    if (ec) {
+        spdlog::error("worker {}: cannot create its channel: {}", id_, ec.message());
+        return false;
+    }
+    const int child_fd = theirs.get();
+    const pid_t parent = ::getpid();
+    std::vector<std::string> args{"worker", "--channel-fd", std::to_string(child_fd), "--slot",
+                                  std::to_string(id_)};
+    // argv[0] "sockherd" rather than "/proc/self/exe", so `ps` reads well.
+    std::vector<std::string> argv_strings{"sockherd"};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_strings)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    std::error_code spawn_ec;
+    namespace bp = boost::process;
+    bp::child child(
+        bp::exe = exe, bp::args = args,
+        bp::extend::on_exec_setup =
+            [&](auto& exec) {
+                // In the child, between fork and exec: only async-signal-safe calls.
+                ::fcntl(child_fd, F_SETFD, 0); // the one descriptor the worker inherits
+                ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (::getppid() != parent)
+                    ::_exit(0); // the supervisor died before prctl took effect
+                exec.cmd_line = argv.data();
+            },
+        spawn_ec);
+    if (spawn_ec) {
+        spdlog::error("worker {}: cannot start {}: {}", id_, exe, spawn_ec.message());
+        return false;
+    }
+    pid_ = child.id();
+    child.detach(); // the supervisor reaps its workers itself (SIGCHLD + waitpid)
+    theirs.reset();
+
+    ++spawns_;
+    if (spawns_ > 1)
+        ++restarts_;
+    generation_ = generation;
+    state_ = slot_state::starting;
+    started_at_ = clock::now();
+    reported_connections_ = 0;
+    handoffs_sent_ = handoffs_acked_ = 0;
+
+    channel_ = std::make_shared<ipc::channel>(ioc_, std::move(ours), channel_limits());
+    channel_->send(ipc::config_msg{generation, cfg.source_text});
+    channel_->start({
+        [this](ipc::message&& m) { on_message(std::move(m)); },
+        [this](error_code e, std::string_view what) { on_channel_error(e, what); },
+        [this] { owner_.on_slot_room(*this); },
+    });
+    spdlog::info("worker {}: started, pid {}, generation {}", id_, pid_, generation_);
+    return true;
+}
+
+void worker_slot::schedule_restart(std::function<void()> start) {
+    const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started_at_);
+    const auto delay = backoff_.next(uptime);
+    if (backoff_.consecutive_failures() > 1)
+        spdlog::warn("worker {}: restarting in {} ms ({} exits in a row without a healthy stretch)", id_,
+                     delay.count(), backoff_.consecutive_failures());
+    else
+        spdlog::info("worker {}: restarting in {} ms", id_, delay.count());
+    restart_pending_ = true;
+    restart_timer_.expires_after(delay);
+    restart_timer_.async_wait([this, start = std::move(start)](error_code ec) {
+        if (ec)
+            return;
+        restart_pending_ = false;
+        start();
+    });
+}
+
+void worker_slot::cancel_restart() {
+    restart_pending_ = false;
+    restart_timer_.cancel();
+}
+
+void worker_slot::hand_off(ipc::handoff_msg&& msg) {
+    handoffs_sent_ += msg.connections.size();
+    channel_->send(std::move(msg));
+}
+
+void worker_slot::drain(std::chrono::milliseconds timeout) {
+    if (!has_process())
+        return;
+    state_ = slot_state::draining;
+    if (channel_)
+        channel_->send(ipc::drain_msg{static_cast<std::uint32_t>(timeout.count())});
+}
+
+void worker_slot::stop_now() {
+    if (channel_)
+        channel_->send(ipc::stop_msg{});
+}
+
+void worker_slot::kill(int signal) {
+    if (pid_ > 0)
+        ::kill(pid_, signal);
+}
+
+bool worker_slot::eligible() const {
+    return state_ == slot_state::ready && channel_ && channel_->is_open() && !channel_->full();
+}
+
+std::uint32_t worker_slot::load() const {
+    const std::uint64_t in_flight = handoffs_sent_ - std::min(handoffs_acked_, handoffs_sent_);
+    return reported_connections_ + static_cast<std::uint32_t>(std::min<std::uint64_t>(in_flight, UINT32_MAX));
+}
+
+void worker_slot::on_message(ipc::message&& m) {
+    if (const auto* r = std::get_if<ipc::ready_msg>(&m)) {
+        if (state_ == slot_state::starting && r->generation == generation_) {
+            state_ = slot_state::ready;
+            spdlog::info("worker {}: ready (pid {})", id_, pid_);
+            owner_.on_slot_ready(*this);
+        }
+    } else if (const auto* l = std::get_if<ipc::load_msg>(&m)) {
+        reported_connections_ = l->connections;
+        handoffs_acked_ = l->handoffs_received;
+        owner_.on_slot_load_changed(*this);
+    } else if (std::holds_alternative<ipc::drained_msg>(m)) {
+        spdlog::info("worker {}: drained", id_);
+    } else if (const auto* u = std::get_if<ipc::unknown_type_msg>(&m)) {
+        spdlog::warn("worker {}: did not recognize message type {} we sent", id_, u->type);
+    } else {
+        // A worker sending a supervisor-only message is confused, not hostile: say so, carry on.
+        spdlog::warn("worker {}: sent '{}', which only the supervisor sends; ignored", id_,
+                     ipc::to_string(ipc::type_of(m)));
+        channel_->send(ipc::unknown_type_msg{static_cast<std::uint16_t>(ipc::type_of(m))});
+    }
+}
+
+void worker_slot::on_channel_error(error_code ec, std::string_view what) {
+    if (ec == net::error::eof)
+        spdlog::debug("worker {}: channel closed ({})", id_, what);
+    else
+        spdlog::error("worker {}: channel failed: {}: {}; replacing the worker", id_, what, ec.message());
+    // Without its channel a worker is useless; make sure it goes, SIGCHLD does the rest.
+    if (state_ != slot_state::draining)
+        state_ = slot_state::draining;
+    kill(SIGKILL);
+}
+
+void worker_slot::on_reaped(int wait_status) {
+    last_exit_ = describe_wait_status(wait_status);
+    const bool clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+    if (clean && state_ == slot_state::draining)
+        spdlog::info("worker {}: pid {} {}", id_, pid_, last_exit_);
+    else
+        spdlog::warn("worker {}: pid {} {}", id_, pid_, last_exit_);
+    if (channel_) {
+        channel_->close();
+        channel_.reset();
+    }
+    pid_ = -1;
+    state_ = slot_state::stopped;
+    owner_.on_slot_exited(*this);
+}
+
+} // namespace sockherd::supervisor

@@ -1,0 +1,231 @@
+#include "worker/http_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "worker/websocket_session.hpp"
+#include "worker/worker.hpp"
+
+namespace sockherd::worker {
+namespace {
+
+constexpr std::string_view server_name = "sockherd";
+
+template <class Message>
+void decorate(Message& m, unsigned slot) {
+    m.set(http::field::server, server_name);
+    m.set("X-Sockherd-Worker", std::to_string(slot));
+}
+
+} // namespace
+
+http_session::http_session(worker& w, tcp::socket socket, tcp::endpoint peer, std::uint16_t listener_id)
+    : worker_(w), stream_(std::move(socket)), peer_(peer), listener_id_(listener_id), routes_(w.routes()) {}
+
+http_session::~http_session() {
+    if (registered_)
+        worker_.remove(*this, false);
+}
+
+void http_session::run() {
+    worker_.add(*this, false);
+    registered_ = true;
+    do_wait_request();
+}
+
+// Between requests: wait for the first byte under the keep-alive timeout, then read the whole
+// request under the (shorter) header timeout, so a slow client cannot hold a request open.
+void http_session::do_wait_request() {
+    if (worker_.draining() && buffer_.size() == 0) {
+        close();
+        return;
+    }
+    if (buffer_.size() > 0) {
+        do_read_request();
+        return;
+    }
+    idle_ = true;
+    stream_.expires_after(requests_ == 0 ? worker_.cfg().http.header_timeout
+                                         : worker_.cfg().http.keepalive_timeout);
+    stream_.async_read_some(buffer_.prepare(1024), [self = shared_from_this()](error_code ec, std::size_t n) {
+        self->on_first_bytes(ec, n);
+    });
+}
+
+void http_session::on_first_bytes(error_code ec, std::size_t n) {
+    idle_ = false;
+    if (ec)
+        return fail(ec, "read");
+    buffer_.commit(n);
+    worker_.stats().bytes_in += n;
+    do_read_request();
+}
+
+void http_session::do_read_request() {
+    const auto& cfg = worker_.cfg();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(cfg.http.max_header_size));
+    parser_->body_limit(cfg.http.max_body_size);
+    stream_.expires_after(cfg.http.header_timeout);
+    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t n) {
+        self->on_read(ec, n);
+    });
+}
+
+void http_session::on_read(error_code ec, std::size_t n) {
+    worker_.stats().bytes_in += n;
+    if (ec == http::error::end_of_stream)
+        return close();
+    if (ec == beast::error::timeout) {
+        ++worker_.stats().limit_hits;
+        spdlog::debug("{}: request not received within header_timeout; closing", peer_.address().to_string());
+        return reply_error_and_close(http::status::request_timeout, "request timeout\n");
+    }
+    if (ec == http::error::header_limit) {
+        ++worker_.stats().limit_hits;
+        spdlog::info("{}: request header over max_header_size ({} bytes); 431", peer_.address().to_string(),
+                     worker_.cfg().http.max_header_size);
+        return reply_error_and_close(http::status::request_header_fields_too_large, "request header too large\n");
+    }
+    if (ec == http::error::body_limit) {
+        ++worker_.stats().limit_hits;
+        spdlog::info("{}: request body over max_body_size ({} bytes); 413", peer_.address().to_string(),
+                     worker_.cfg().http.max_body_size);
+        return reply_error_and_close(http::status::payload_too_large, "request body too large\n");
+    }
+    if (ec && ec.category() == http::make_error_code(http::error::bad_target).category()) {
+        ++worker_.stats().bad_requests;
+        spdlog::info("{}: malformed request ({}); 400", peer_.address().to_string(), ec.message());
+        return reply_error_and_close(http::status::bad_request, "bad request\n");
+    }
+    if (ec)
+        return fail(ec, "read");
+    handle_request();
+}
+
+void http_session::handle_request() {
+    ++requests_;
+    ++worker_.stats().http_requests;
+    const request& req = parser_->get();
+    const std::string_view path = target_path(req.target());
+
+    if (path == "/healthz")
+        return send(handle_healthz(req));
+
+    const route* r = routes_->match(path);
+    if (!r)
+        return send(make_response(req, http::status::not_found, "not found\n"));
+
+    if (r->config.kind == route_kind::echo) {
+        if (!websocket::is_upgrade(req)) {
+            auto res = make_response(req, http::status::upgrade_required, "this is a WebSocket endpoint\n");
+            res.set(http::field::upgrade, "websocket");
+            return send(std::move(res));
+        }
+        if (worker_.draining())
+            return send(make_response(req, http::status::service_unavailable, "draining\n"));
+        upgraded_ = true;
+        stream_.expires_never();
+        auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), peer_);
+        ws->run(parser_->release());
+        return; // this session ends here; the WebSocket session owns the socket now
+    }
+    if (websocket::is_upgrade(req))
+        return send(make_response(req, http::status::bad_request, "no WebSocket endpoint at this path\n"));
+    send(r->files->handle(req));
+}
+
+response http_session::handle_healthz(const request& req) const {
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        auto res = make_response(req, http::status::method_not_allowed, "method not allowed\n");
+        res.set(http::field::allow, "GET, HEAD");
+        return res;
+    }
+    const bool draining = worker_.draining();
+    std::string body = "{\"status\":\"";
+    body += draining ? "draining" : "ok";
+    body += "\",\"worker\":" + std::to_string(worker_.slot()) + ",\"pid\":" + std::to_string(worker_.pid()) + "}\n";
+    auto res = make_response(req, draining ? http::status::service_unavailable : http::status::ok, std::move(body),
+                             "application/json");
+    res.set(http::field::cache_control, "no-store");
+    if (req.method() == http::verb::head) {
+        empty_response head{res.result(), res.version()};
+        for (const auto& f : res)
+            head.set(f.name_string(), f.value());
+        head.keep_alive(res.keep_alive());
+        return head;
+    }
+    return res;
+}
+
+void http_session::send(response res) {
+    response_ = std::move(res);
+    bool close = false;
+    std::visit(
+        [&](auto& m) {
+            decorate(m, worker_.slot());
+            if (worker_.draining() || close_after_)
+                m.keep_alive(false);
+            close = m.need_eof();
+        },
+        *response_);
+    stream_.expires_after(worker_.cfg().http.keepalive_timeout);
+    std::visit(
+        [&](auto& m) {
+            http::async_write(stream_, m, [self = shared_from_this(), close](error_code ec, std::size_t n) {
+                self->on_write(ec, n, close);
+            });
+        },
+        *response_);
+}
+
+void http_session::on_write(error_code ec, std::size_t n, bool close_after_write) {
+    worker_.stats().bytes_out += n;
+    response_.reset();
+    if (ec)
+        return fail(ec, "write");
+    if (close_after_write)
+        return close();
+    do_wait_request();
+}
+
+// For requests the parser rejected: answer with `status` and close (the stream is out of sync).
+void http_session::reply_error_and_close(http::status status, std::string_view why) {
+    string_response res{status, 11};
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    res.keep_alive(false);
+    res.body() = std::string(why);
+    res.prepare_payload();
+    close_after_ = true;
+    send(std::move(res));
+}
+
+void http_session::drain(clock::time_point) {
+    close_after_ = true;
+    if (idle_) {
+        // Waiting for a next request that has not started: close now.
+        error_code ignored;
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        stream_.cancel();
+    }
+}
+
+void http_session::abort() {
+    error_code ignored;
+    stream_.socket().close(ignored);
+}
+
+void http_session::close() {
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+}
+
+void http_session::fail(error_code ec, std::string_view what) {
+    if (ec == net::error::operation_aborted || ec == net::error::eof || ec == net::error::connection_reset ||
+        ec == beast::error::timeout || ec == net::error::broken_pipe)
+        return close();
+    spdlog::debug("{}: {}: {}", peer_.address().to_string(), what, ec.message());
+    close();
+}
+
+} // namespace sockherd::worker

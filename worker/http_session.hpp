@@ -1,0 +1,56 @@
+#pragma once
+// One HTTP/1.1 client connection in a worker: reads requests one after another (keep-alive and
+// pipelining), routes each, writes the response, and turns into a websocket_session on an
+// Upgrade to a WebSocket route. Owned by shared_ptr captures of its own pending operations.
+
+#include <memory>
+#include <optional>
+
+#include "common/net.hpp"
+#include "worker/connection.hpp"
+#include "worker/response.hpp"
+#include "worker/router.hpp"
+
+namespace sockherd::worker {
+
+class worker;
+
+class http_session final : public connection, public std::enable_shared_from_this<http_session> {
+public:
+    http_session(worker& w, tcp::socket socket, tcp::endpoint peer, std::uint16_t listener_id);
+    ~http_session();
+
+    void run();
+    void drain(clock::time_point deadline) override;
+    void abort() override;
+
+private:
+    void do_wait_request();
+    void on_first_bytes(error_code ec, std::size_t n);
+    void do_read_request();
+    void on_read(error_code ec, std::size_t n);
+    void handle_request();
+    void send(response res);
+    void on_write(error_code ec, std::size_t n, bool close);
+    void reply_error_and_close(http::status status, std::string_view why);
+    void close();
+    void fail(error_code ec, std::string_view what);
+
+    response handle_healthz(const request& req) const;
+
+    worker& worker_;
+    beast::tcp_stream stream_;
+    tcp::endpoint peer_;
+    std::uint16_t listener_id_;
+    std::shared_ptr<const router> routes_; // the table this connection started with
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    std::optional<response> response_;
+    std::uint64_t requests_ = 0;
+    bool idle_ = false;          // waiting for the first byte of the next request
+    bool close_after_ = false;   // draining: Connection: close on the next response
+    bool upgraded_ = false;
+    bool registered_ = false;
+};
+
+} // namespace sockherd::worker

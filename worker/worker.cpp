@@ -1,0 +1,229 @@
+#include "worker/worker.hpp"
+
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "common/logging.hpp"
+#include "worker/http_session.hpp"
+
+namespace sockherd::worker {
+namespace {
+
+// After the drain deadline, how long closing handshakes may take before the worker just exits.
+constexpr std::chrono::seconds close_grace{2};
+
+std::string process_name(unsigned slot) { return "worker " + std::to_string(slot); }
+
+// Test-only hook: SOCKHERD_TEST_CRASH_AT_START=<slot> makes that slot's worker abort right after
+// start, so the integration tests can watch a crash loop back off.
+void maybe_crash_for_test(unsigned slot) {
+    if (const char* v = std::getenv("SOCKHERD_TEST_CRASH_AT_START"); v && std::to_string(slot) == v) {
+        spdlog::warn("SOCKHERD_TEST_CRASH_AT_START={}: aborting on purpose", v);
+        std::abort();
+    }
+}
+
+} // namespace
+
+int run_worker(int channel_fd, unsigned slot) {
+    init_logging(process_name(slot));
+    // Ctrl-C in a terminal reaches the whole process group: the supervisor decides, not us.
+    ::signal(SIGINT, SIG_IGN);
+    ::signal(SIGQUIT, SIG_IGN);
+    ::signal(SIGHUP, SIG_IGN);
+    ::signal(SIGPIPE, SIG_IGN);
+    maybe_crash_for_test(slot);
+    net::io_context ioc(1);
+    worker w(ioc, unique_fd(channel_fd), slot);
+    return w.run();
+}
+
+worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
+    : ioc_(ioc), slot_(slot), pid_(::getpid()),
+      channel_(std::make_shared<ipc::channel>(ioc, std::move(channel_fd))), signals_(ioc, SIGTERM),
+      drain_timer_(ioc) {}
+
+int worker::run() {
+    channel_->start({
+        [this](ipc::message&& m) { on_message(std::move(m)); },
+        [this](error_code ec, std::string_view what) { on_channel_error(ec, what); },
+        nullptr,
+    });
+    // SIGTERM straight to a worker (e.g. systemd stopping the whole cgroup): drain on our own.
+    signals_.async_wait([this](error_code ec, int) {
+        if (ec)
+            return;
+        spdlog::info("SIGTERM: draining");
+        begin_drain(config_ ? config_->supervisor.drain_timeout : std::chrono::milliseconds(30'000));
+    });
+    ioc_.run();
+
+    // Unwind every session before the worker goes away: abort their sockets and let their
+    // handlers run to completion (each deregisters itself), bounded in time.
+    const std::vector<connection*> left(connections_.begin(), connections_.end());
+    for (auto* c : left)
+        if (connections_.count(c))
+            c->abort();
+    ioc_.restart();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!connections_.empty() && std::chrono::steady_clock::now() < until)
+        ioc_.run_one_for(std::chrono::milliseconds(50));
+    if (!connections_.empty()) {
+        spdlog::warn("{} session(s) did not unwind; exiting without waiting", connections_.size());
+        spdlog::shutdown();
+        ::_exit(exit_code_);
+    }
+    return exit_code_;
+}
+
+void worker::on_message(ipc::message&& m) {
+    std::visit(
+        [&](auto&& msg) {
+            using T = std::decay_t<decltype(msg)>;
+            if constexpr (std::is_same_v<T, ipc::config_msg>) {
+                apply_config(std::move(msg));
+            } else if constexpr (std::is_same_v<T, ipc::handoff_msg>) {
+                accept_handoff(std::move(msg));
+            } else if constexpr (std::is_same_v<T, ipc::drain_msg>) {
+                begin_drain(std::chrono::milliseconds(msg.timeout_ms));
+            } else if constexpr (std::is_same_v<T, ipc::stop_msg>) {
+                spdlog::info("stop requested; exiting now");
+                exit_now(0);
+            } else if constexpr (std::is_same_v<T, ipc::unknown_type_msg>) {
+                spdlog::warn("the supervisor did not recognize message type {} we sent", msg.type);
+            } else {
+                spdlog::warn("the supervisor sent '{}', which only workers send; ignored",
+                             ipc::to_string(ipc::type_of(msg)));
+                channel_->send(ipc::unknown_type_msg{static_cast<std::uint16_t>(ipc::type_of(msg))});
+            }
+        },
+        std::move(m));
+}
+
+void worker::on_channel_error(error_code ec, std::string_view what) {
+    if (ec == net::error::eof)
+        spdlog::warn("the supervisor closed our channel; exiting");
+    else
+        spdlog::error("channel to the supervisor failed: {}: {}; exiting", what, ec.message());
+    exit_now(1);
+}
+
+void worker::apply_config(ipc::config_msg&& m) {
+    auto result = parse_config(m.toml, "<from supervisor>");
+    if (auto* err = std::get_if<config_error>(&result)) {
+        // The supervisor validated this text with the same parser; this is a bug, not input.
+        spdlog::critical("config from the supervisor does not parse: {}", err->to_string());
+        exit_now(1);
+        return;
+    }
+    auto cfg = std::make_shared<const config>(std::get<config>(std::move(result)));
+    apply_log_config(process_name(slot_), *cfg);
+    router_ = std::make_shared<const router>(*cfg);
+    config_ = std::move(cfg);
+    generation_ = m.generation;
+    channel_->send(ipc::ready_msg{generation_, static_cast<std::uint32_t>(pid_)});
+    spdlog::debug("generation {} applied", generation_);
+}
+
+void worker::accept_handoff(ipc::handoff_msg&& m) {
+    handoffs_received_ += m.connections.size();
+    if (!config_) {
+        spdlog::error("hand-off before any config; closing {} connection(s)", m.connections.size());
+        report_load();
+        return;
+    }
+    for (auto& c : m.connections) {
+        if (draining_)
+            continue; // the unique_fd closes it; the supervisor stopped sending before drain
+        tcp::socket sock(ioc_);
+        error_code ec;
+        sock.assign(c.peer.protocol(), c.fd.release(), ec);
+        if (ec) {
+            spdlog::warn("cannot adopt a connection from {}: {}", c.peer.address().to_string(), ec.message());
+            continue;
+        }
+        sock.set_option(tcp::no_delay(true), ec);
+        ++stats_.connections_total;
+        std::make_shared<http_session>(*this, std::move(sock), c.peer, m.listener_id)->run();
+    }
+    report_load();
+}
+
+void worker::add(connection& c, bool websocket) {
+    connections_.insert(&c);
+    if (websocket)
+        ++websockets_;
+    report_load();
+}
+
+void worker::remove(connection& c, bool websocket) {
+    connections_.erase(&c);
+    if (websocket)
+        --websockets_;
+    report_load();
+    if (draining_)
+        maybe_finish_drain();
+}
+
+// Coalesced: at most one load message per event-loop turn, however many sessions changed.
+void worker::report_load() {
+    if (load_report_posted_)
+        return;
+    load_report_posted_ = true;
+    net::post(ioc_, [this] {
+        load_report_posted_ = false;
+        channel_->send(ipc::load_msg{static_cast<std::uint32_t>(connections_.size()), handoffs_received_});
+    });
+}
+
+void worker::begin_drain(std::chrono::milliseconds timeout) {
+    if (draining_)
+        return;
+    draining_ = true;
+    const auto deadline = connection::clock::now() + timeout;
+    spdlog::info("draining: {} connection(s), {} WebSocket(s), deadline in {} ms", connections_.size(),
+                 websockets_, timeout.count());
+    // Sessions may deregister while draining; iterate over a snapshot.
+    const std::vector<connection*> snapshot(connections_.begin(), connections_.end());
+    for (auto* c : snapshot)
+        if (connections_.count(c))
+            c->drain(deadline);
+    drain_timer_.expires_at(deadline + close_grace);
+    drain_timer_.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        spdlog::warn("{} connection(s) still open {} s after the drain deadline; exiting anyway",
+                     connections_.size(), close_grace.count());
+        exit_now(0);
+    });
+    maybe_finish_drain();
+}
+
+void worker::maybe_finish_drain() {
+    if (!draining_ || drained_sent_ || !connections_.empty())
+        return;
+    // Defer: the last session may still be unwinding its own handler.
+    drained_sent_ = true;
+    net::post(ioc_, [this] {
+        spdlog::info("drained; exiting");
+        channel_->send(ipc::drained_msg{});
+        exit_now(0);
+    });
+}
+
+void worker::exit_now(int code) {
+    exit_code_ = code;
+    channel_->flush_blocking(std::chrono::milliseconds(500));
+    channel_->close();
+    signals_.cancel();
+    drain_timer_.cancel();
+    ioc_.stop();
+}
+
+} // namespace sockherd::worker
