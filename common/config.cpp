@@ -19,6 +19,14 @@
 #include <thread>
 #include <utility>
 
+// toml++ 3.3 checks some of its parser's preconditions with assert(), and malformed headers such
+// as "[[[a]]]" or "[=" break them (marzer/tomlplusplus#301): without NDEBUG that aborts the process.
+// Turn it into an exception that parse_config reports. Only this file may include toml++.
+namespace sockherd {
+struct toml_assertion_failed {};
+[[noreturn]] void toml_assert_failed(); // throws toml_assertion_failed
+} // namespace sockherd
+#define TOML_ASSERT(expr) ((expr) ? static_cast<void>(0) : ::sockherd::toml_assert_failed())
 #include <toml++/toml.h>
 
 #include "common/embedded.hpp"
@@ -26,6 +34,11 @@
 #include "common/units.hpp"
 
 namespace sockherd {
+
+void toml_assert_failed() {
+    throw toml_assertion_failed{};
+}
+
 namespace {
 
 constexpr std::string_view embedded_source_name = "<embedded default>";
@@ -407,6 +420,8 @@ config_result parse_onto(std::string_view text, std::string_view source_name, st
         return config_error{name, e.source().begin.line, e.source().begin.column, std::string(e.description())};
     } catch (const rejection& r) {
         return config_error{name, r.where.line, r.where.column, r.message};
+    } catch (const toml_assertion_failed&) {
+        return config_error{name, 0, 0, "invalid TOML (the parser gave no position; check the table headers)"};
     } catch (const std::exception& e) {
         return config_error{name, 0, 0, std::string("internal error: ") + e.what()};
     } catch (...) {

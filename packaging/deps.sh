@@ -5,7 +5,7 @@ set -eu
 
 build_pkgs="g++ cmake make pkg-config libboost1.74-dev libboost-filesystem1.74-dev libspdlog-dev libfmt-dev
 libtomlplusplus-dev libcli11-dev"
-test_pkgs="libgtest-dev libgmock-dev procps"
+test_pkgs="libgtest-dev libgmock-dev procps clang libclang-rt-14-dev"
 
 pkgs="$build_pkgs"
 if [ "${1:-}" = "--test" ]; then

@@ -9,7 +9,7 @@ jobs="$(nproc 2>/dev/null || echo 2)"
 
 sh "$root/packaging/deps.sh" --test
 
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DSOCKHERD_SANITIZE=ON -DSOCKHERD_WERROR=ON
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DSOCKHERD_SANITIZE=ON -DSOCKHERD_WERROR=ON -DSOCKHERD_BUILD_BENCH=OFF
 cmake --build "$build" -j "$jobs"
 
 # Sanitizers: any report fails the test that triggered it.

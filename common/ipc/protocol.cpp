@@ -105,6 +105,9 @@ bool get_endpoint(reader& r, boost::asio::ip::tcp::endpoint& ep) {
     if (!r.bytes(raw.data(), raw.size()))
         return false;
     if (family == family_v4) {
+        for (std::size_t i = 4; i < raw.size(); ++i)
+            if (raw[i] != 0)
+                return false; // one encoding per value: the padding of a v4 address is zero
         boost::asio::ip::address_v4::bytes_type b;
         std::memcpy(b.data(), raw.data(), b.size());
         ep = {boost::asio::ip::address_v4(b), port};

@@ -352,11 +352,13 @@ TEST_P(config_errors, point_at_the_offending_line_and_column) {
 }
 
 INSTANTIATE_TEST_SUITE_P(config, config_errors, testing::ValuesIn(bad_files),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& p) { return std::string(p.param.name); });
 
 TEST(config, garbage_is_an_error_not_an_exception) {
     const std::string inputs[] = {"\xff\xfe\x00", "[[", "a = \"\\u0000\"\n[x", std::string(5000, '['),
-                                  "[[listener]]\naddress = \"1.2.3.4\\u0000:80\"\n", "\n\n\n=\n"};
+                                  "[[listener]]\naddress = \"1.2.3.4\\u0000:80\"\n", "\n\n\n=\n",
+                                  // These trip an assert() in toml++ 3.3 (tomlplusplus#301) without NDEBUG.
+                                  "[[[a]]]", "[=", "[[#]]", "[log]\nlevel = \"info\"\n[[ [x]]\n"};
     for (const auto& text : inputs) {
         config_result result;
         EXPECT_NO_THROW(result = parse_config(text, "junk"));
