@@ -197,7 +197,7 @@ public:
         if (const auto* i = node->as_integer())
             fail(*node, key,
                  "expected a duration string like \"30s\", got integer (durations need a unit, e.g. \"" +
-                     std::to_string(i->get()) + "s\")");
+                     std::to_string(i->get() > 0 ? i->get() : 30) + "s\")");
         const auto* s = node->as_string();
         if (s == nullptr)
             wrong_type(*node, key, "a duration string like \"30s\"");
@@ -242,13 +242,15 @@ private:
 const toml::table& section_table(const toml::node& node, std::string_view key) {
     const auto* t = node.as_table();
     if (t == nullptr)
-        reject(node.source(), std::string(key) + ": expected a table ([" + std::string(key) + "]), got " + describe(node));
+        reject(node.source(),
+               std::string(key) + ": expected a table ([" + std::string(key) + "]), got " + describe(node));
     return *t;
 }
 
 // The tables of a [[key]] array, each checked to be a table.
 const toml::array& section_array(const toml::node& node, std::string_view key) {
-    const std::string expected = std::string(key) + ": expected an array of tables ([[" + std::string(key) + "]]), got ";
+    const std::string expected =
+        std::string(key) + ": expected an array of tables ([[" + std::string(key) + "]]), got ";
     const auto* a = node.as_array();
     if (a == nullptr)
         reject(node.source(), expected + describe(node));
@@ -290,7 +292,8 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
         for (std::size_t i = 0; i < listeners.size(); ++i)
             if (listeners[i].endpoint == l.endpoint)
                 s.fail(address, "address",
-                       "\"" + l.address + "\" is the same endpoint as the listener on line " + std::to_string(lines[i]));
+                       "\"" + l.address + "\" is the same endpoint as the listener on line " +
+                           std::to_string(lines[i]));
         s.read_choice<listener_mode>("mode", l.mode, listener_modes);
         s.read_int("backlog", l.backlog, 1, 65535);
         listeners.push_back(std::move(l));
@@ -345,7 +348,8 @@ std::vector<route_config> read_routes(const toml::array& tables) {
             s.fail(path, "path", "must start with '/', got \"" + r.path + "\"");
         for (std::size_t i = 0; i < routes.size(); ++i)
             if (routes[i].path == r.path)
-                s.fail(path, "path", "duplicate route \"" + r.path + "\" (first on line " + std::to_string(lines[i]) + ")");
+                s.fail(path, "path",
+                       "duplicate route \"" + r.path + "\" (first on line " + std::to_string(lines[i]) + ")");
         r.kind = s.choice_value<route_kind>(s.require("kind"), "kind", route_kinds);
         if (const auto* root = s.find("root")) {
             if (r.kind != route_kind::static_files)
@@ -362,8 +366,8 @@ std::vector<route_config> read_routes(const toml::array& tables) {
 
 // Overlays what `root` says onto `cfg`. Throws rejection on the first problem.
 void read_document(const toml::table& root, config& cfg) {
-    static constexpr std::string_view known[] = {"server",    "listener", "scheduler", "supervisor",
-                                                 "http",      "websocket", "log",      "route"};
+    static constexpr std::string_view known[] = {"server", "listener",  "scheduler", "supervisor",
+                                                 "http",   "websocket", "log",       "route"};
     const toml::key* unknown = nullptr;
     for (auto&& [key, node] : root)
         if (std::find(std::begin(known), std::end(known), key.str()) == std::end(known) &&
@@ -472,7 +476,8 @@ config default_config() {
         }
         auto result = parse_onto(*text, embedded_source_name, starting_from::nothing);
         if (const auto* err = std::get_if<config_error>(&result)) {
-            std::fprintf(stderr, "sockherd: bug: the embedded default config is invalid: %s\n", err->to_string().c_str());
+            std::fprintf(stderr, "sockherd: bug: the embedded default config is invalid: %s\n",
+                         err->to_string().c_str());
             std::abort();
         }
         return std::get<config>(std::move(result));
@@ -488,8 +493,8 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view tex
     const auto port_text = text.substr(colon + 1);
     const char* port_end = port_text.data() + port_text.size();
     unsigned port = 0;
-    if (auto [end, ec] = std::from_chars(port_text.data(), port_end, port); ec != std::errc{} || end != port_end ||
-                                                                              port > 65535)
+    if (auto [end, ec] = std::from_chars(port_text.data(), port_end, port);
+        ec != std::errc{} || end != port_end || port > 65535)
         return std::nullopt;
     const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
     if (bracketed)

@@ -206,7 +206,8 @@ TEST(config, an_empty_route_array_means_no_routes) {
 }
 
 TEST(config, inline_arrays_of_tables_work_like_headers) {
-    const auto cfg = parse_ok("listener = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\", backlog = 7 }]\n");
+    const auto cfg =
+        parse_ok("listener = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\", backlog = 7 }]\n");
     ASSERT_EQ(cfg.listeners.size(), 2u);
     EXPECT_EQ(cfg.listeners[1].endpoint.port(), 2);
     EXPECT_EQ(cfg.listeners[1].backlog, 7);
@@ -228,7 +229,8 @@ TEST(config, sizes_may_be_plain_integers_and_limits_are_inclusive) {
 }
 
 TEST(config, drain_timeout_may_be_zero_and_backoff_bounds_may_be_equal) {
-    const auto cfg = parse_ok("[supervisor]\ndrain_timeout = \"0s\"\nrestart_backoff = { min = \"2s\", max = \"2s\" }\n");
+    const auto cfg =
+        parse_ok("[supervisor]\ndrain_timeout = \"0s\"\nrestart_backoff = { min = \"2s\", max = \"2s\" }\n");
     EXPECT_EQ(cfg.supervisor.drain_timeout, 0ms);
     EXPECT_EQ(cfg.supervisor.restart_backoff_min, 2s);
     EXPECT_EQ(cfg.supervisor.restart_backoff_max, 2s);
@@ -244,6 +246,10 @@ struct bad_file {
     std::uint32_t column;
     const char* message; // the whole message, or (ending in "...") its beginning
 };
+
+void PrintTo(const bad_file& bad, std::ostream* os) {
+    *os << bad.name;
+}
 
 const bad_file bad_files[] = {
     {"syntax_error", "[server]\nworkers = = 4\n", 2, 11, "Error while parsing value..."},
@@ -268,11 +274,15 @@ const bad_file bad_files[] = {
     {"duration_as_integer", "[websocket]\nidle_timeout = 60\n", 2, 16,
      "[websocket] idle_timeout: expected a duration string like \"30s\", got integer (durations need a unit, e.g. "
      "\"60s\")"},
+    {"negative_duration_integer", "[http]\nheader_timeout = -5\n", 2, 18,
+     "[http] header_timeout: expected a duration string like \"30s\", got integer (durations need a unit, e.g. "
+     "\"30s\")"},
     {"duration_as_boolean", "[http]\nheader_timeout = true\n", 2, 18,
      "[http] header_timeout: expected a duration string like \"30s\", got boolean"},
     {"bad_duration", "[http]\nkeepalive_timeout = \"10 s\"\n", 2, 21,
      "[http] keepalive_timeout: invalid duration \"10 s\" (use e.g. \"250ms\", \"30s\", \"1m30s\", \"2h\")"},
-    {"zero_duration", "[websocket]\nidle_timeout = \"0s\"\n", 2, 16, "[websocket] idle_timeout: must be greater than 0"},
+    {"zero_duration", "[websocket]\nidle_timeout = \"0s\"\n", 2, 16,
+     "[websocket] idle_timeout: must be greater than 0"},
     {"bad_duration_in_inline_table", "[supervisor]\nrestart_backoff = { min = \"1x\" }\n", 2, 27,
      "[supervisor] restart_backoff.min: invalid duration \"1x\"..."},
     {"backoff_max_below_min", "[supervisor]\nrestart_backoff = { min = \"5s\", max = \"1s\" }\n", 2, 39,
@@ -314,13 +324,14 @@ const bad_file bad_files[] = {
     {"bad_log_format", "[log]\nformat = 1\n", 2, 10, "[log] format: expected a string, got integer"},
     {"bad_policy", "[scheduler]\npolicy = \"random\"\n", 2, 10,
      "[scheduler] policy: unknown value \"random\" (expected one of: least-conn, round-robin)"},
-    {"workers_zero", "[server]\nworkers = 0\n", 2, 11, "[server] workers: must be between 1 and 1024 (or \"auto\"), got 0"},
+    {"workers_zero", "[server]\nworkers = 0\n", 2, 11,
+     "[server] workers: must be between 1 and 1024 (or \"auto\"), got 0"},
     {"workers_too_many", "[server]\nworkers = 1025\n", 2, 11,
      "[server] workers: must be between 1 and 1024 (or \"auto\"), got 1025"},
     {"workers_bad_string", "[server]\nworkers = \"many\"\n", 2, 11,
      "[server] workers: expected an integer 1..1024 or \"auto\", got \"many\""},
     {"route_missing_path", "[[route]]\nkind = \"echo\"\n", 1, 1, "[[route]] is missing required key 'path'"},
-    {"route_missing_kind", "[[route]]\npath = \"/a\"\n\n  [[route]]\n  path = \"/b\"\n", 4, 3,
+    {"route_missing_kind", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n  [[route]]\n  path = \"/b\"\n", 4, 3,
      "[[route]] is missing required key 'kind'"},
     {"route_bad_kind", "[[route]]\npath = \"/a\"\nkind = \"pubsub\"\n", 3, 8,
      "[[route]] kind: unknown value \"pubsub\" (expected one of: echo, static)"},
@@ -330,8 +341,8 @@ const bad_file bad_files[] = {
      "[[route]] root: only allowed on a route with kind = \"static\""},
     {"relative_root", "[[route]]\npath = \"/\"\nkind = \"static\"\nroot = \"www\"\n", 4, 8,
      "[[route]] root: must be an absolute path, got \"www\""},
-    {"duplicate_route", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n[[route]]\nkind = \"static\"\npath = \"/a\"\n", 6, 8,
-     "[[route]] path: duplicate route \"/a\" (first on line 2)"},
+    {"duplicate_route", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n[[route]]\nkind = \"static\"\npath = \"/a\"\n",
+     6, 8, "[[route]] path: duplicate route \"/a\" (first on line 2)"},
 };
 
 class config_errors : public testing::TestWithParam<bad_file> {};
@@ -373,7 +384,8 @@ TEST(config_error, to_string) {
               "a.toml:3:7: unknown key 'x' in [log]");
     EXPECT_EQ((config_error{"/etc/s.toml", 0, 0, "cannot read: Permission denied"}.to_string()),
               "/etc/s.toml: cannot read: Permission denied");
-    EXPECT_EQ(parse_fails("[log]\nlevel = 3\n").to_string(), "test.toml:2:9: [log] level: expected a string, got integer");
+    EXPECT_EQ(parse_fails("[log]\nlevel = 3\n").to_string(),
+              "test.toml:2:9: [log] level: expected a string, got integer");
 }
 
 TEST(config, enum_names) {
