@@ -68,7 +68,9 @@ constexpr choice<listener_mode> listener_modes[] = {
     {"handoff", listener_mode::handoff}, {"shared", listener_mode::shared}, {"reuseport", listener_mode::reuseport}};
 constexpr choice<schedule_policy> schedule_policies[] = {
     {"least-conn", schedule_policy::least_conn}, {"round-robin", schedule_policy::round_robin}};
-constexpr choice<route_kind> route_kinds[] = {{"echo", route_kind::echo}, {"static", route_kind::static_files}};
+constexpr choice<route_kind> route_kinds[] = {
+    {"echo", route_kind::echo}, {"static", route_kind::static_files}, {"pubsub", route_kind::pubsub}};
+constexpr choice<pubsub_protocol> pubsub_protocols[] = {{"raw", pubsub_protocol::raw}, {"json", pubsub_protocol::json}};
 constexpr choice<log_level> log_levels[] = {{"trace", log_level::trace}, {"debug", log_level::debug},
                                             {"info", log_level::info},   {"warn", log_level::warn},
                                             {"error", log_level::error}};
@@ -331,16 +333,41 @@ void read_http(const toml::table& table, config& cfg) {
 }
 
 void read_websocket(const toml::table& table, config& cfg) {
-    section s(table, "[websocket]", {"max_message_size", "idle_timeout"});
+    section s(table, "[websocket]", {"max_message_size", "idle_timeout", "send_queue_limit", "max_subscriptions"});
     s.read_size("max_message_size", cfg.websocket.max_message_size, kib, 64 * mib);
     s.read_duration("idle_timeout", cfg.websocket.idle_timeout, section::zero::rejected);
+    s.read_size("send_queue_limit", cfg.websocket.send_queue_limit, kib, 1024 * mib);
+    int max_subs = static_cast<int>(cfg.websocket.max_subscriptions);
+    s.read_int("max_subscriptions", max_subs, 1, 100'000);
+    cfg.websocket.max_subscriptions = static_cast<std::size_t>(max_subs);
+}
+
+void read_publish(const toml::table& table, config& cfg) {
+    section s(table, "[publish]", {"tokens"});
+    const auto* node = s.find("tokens");
+    if (node == nullptr)
+        return;
+    const auto* list = node->as_array();
+    if (list == nullptr)
+        s.wrong_type(*node, "tokens", "an array of strings");
+    std::vector<std::string> tokens;
+    for (const auto& element : *list) {
+        const auto& token = s.string_value(element, "tokens");
+        if (token.empty() || token.size() > 512)
+            s.fail(element, "tokens", "a token must be 1 to 512 characters");
+        for (char c : token)
+            if (c <= ' ' || c > '~')
+                s.fail(element, "tokens", "a token may hold printable ASCII only, without spaces");
+        tokens.push_back(token);
+    }
+    cfg.publish.tokens = std::move(tokens);
 }
 
 std::vector<route_config> read_routes(const toml::array& tables) {
     std::vector<route_config> routes;
     std::vector<std::uint32_t> lines; // where each route's path was written
     for (const auto& element : tables) {
-        section s(*element.as_table(), "[[route]]", {"path", "kind", "root"});
+        section s(*element.as_table(), "[[route]]", {"path", "kind", "root", "protocol"});
         route_config r;
         const auto& path = s.require("path");
         r.path = s.string_value(path, "path");
@@ -358,6 +385,15 @@ std::vector<route_config> read_routes(const toml::array& tables) {
             if (r.root->empty() || r.root->front() != '/')
                 s.fail(*root, "root", "must be an absolute path, got \"" + *r.root + "\"");
         }
+        if (const auto* protocol = s.find("protocol")) {
+            if (r.kind != route_kind::pubsub)
+                s.fail(*protocol, "protocol", "only allowed on a route with kind = \"pubsub\"");
+            r.protocol = s.choice_value<pubsub_protocol>(*protocol, "protocol", pubsub_protocols);
+        }
+        if (r.kind == route_kind::pubsub && r.protocol == pubsub_protocol::raw && r.path.back() != '/')
+            s.fail(path, "path",
+                   "a raw pubsub route takes the channel from the path, so it must end with '/' (e.g. \"" +
+                       r.path + "/\")");
         routes.push_back(std::move(r));
         lines.push_back(path.source().begin.line);
     }
@@ -367,7 +403,7 @@ std::vector<route_config> read_routes(const toml::array& tables) {
 // Overlays what `root` says onto `cfg`. Throws rejection on the first problem.
 void read_document(const toml::table& root, config& cfg) {
     static constexpr std::string_view known[] = {"server", "listener",  "scheduler", "supervisor",
-                                                 "http",   "websocket", "log",       "route"};
+                                                 "http",   "websocket", "log",       "route", "publish"};
     const toml::key* unknown = nullptr;
     for (auto&& [key, node] : root)
         if (std::find(std::begin(known), std::end(known), key.str()) == std::end(known) &&
@@ -404,6 +440,8 @@ void read_document(const toml::table& root, config& cfg) {
     }
     if (const auto* node = root.get("route"))
         cfg.routes = read_routes(section_array(*node, "route"));
+    if (const auto* node = root.get("publish"))
+        read_publish(section_table(*node, "publish"), cfg);
 
     if (cfg.listeners.empty())
         reject(root.source(), "at least one [[listener]] is required");
@@ -512,5 +550,6 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view tex
 std::string_view to_string(listener_mode m) { return name_of<listener_mode>(listener_modes, m); }
 std::string_view to_string(schedule_policy p) { return name_of<schedule_policy>(schedule_policies, p); }
 std::string_view to_string(route_kind k) { return name_of<route_kind>(route_kinds, k); }
+std::string_view to_string(pubsub_protocol p) { return name_of<pubsub_protocol>(pubsub_protocols, p); }
 
 } // namespace sockherd

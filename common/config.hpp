@@ -19,7 +19,8 @@ using duration = std::chrono::milliseconds;
 
 enum class listener_mode { handoff, shared, reuseport };
 enum class schedule_policy { least_conn, round_robin };
-enum class route_kind { echo, static_files };
+enum class route_kind { echo, static_files, pubsub };
+enum class pubsub_protocol { raw, json };
 enum class log_format { text, json };
 enum class log_level { trace, debug, info, warn, error };
 
@@ -34,6 +35,7 @@ struct route_config {
     std::string path;                // prefix, starts with '/'; longest prefix wins
     route_kind kind = route_kind::static_files;
     std::optional<std::string> root; // static only: directory; absent = the embedded demo files
+    pubsub_protocol protocol = pubsub_protocol::raw; // pubsub only: raw = <path><channel>, json = ops
 };
 
 struct config {
@@ -63,7 +65,13 @@ struct config {
     struct websocket_section {
         std::uint64_t max_message_size = 1024 * 1024;
         duration idle_timeout{60'000};
+        std::uint64_t send_queue_limit = 4 * 1024 * 1024; // per session; a slower reader is cut off
+        std::size_t max_subscriptions = 100;               // channels one JSON-protocol connection may hold
     } websocket;
+
+    struct publish_section {
+        std::vector<std::string> tokens; // bearer tokens for POST /publish/<channel>; none = disabled
+    } publish;
 
     struct log_section {
         log_level level = log_level::info;
@@ -109,5 +117,6 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_address(std::string_view tex
 std::string_view to_string(listener_mode);
 std::string_view to_string(schedule_policy);
 std::string_view to_string(route_kind);
+std::string_view to_string(pubsub_protocol);
 
 } // namespace sockherd

@@ -127,7 +127,38 @@ void supervisor::on_slot_room(worker_slot&) { resume_listeners(); }
 
 void supervisor::on_slot_load_changed(worker_slot&) {}
 
+// A message published on one worker goes, encoded once, to every other worker with interest.
+// The relay keeps the order in which this slot's channel delivered its publishes.
+void supervisor::on_slot_publish(worker_slot& from, ipc::publish_msg&& p) {
+    const auto& targets = interest_.slots_for(p.message->channel);
+    std::uint32_t relayed = 0;
+    if (!(targets.empty() || (targets.size() == 1 && targets[0] == from.id()))) {
+        relay_frame_.clear();
+        ipc::encode(ipc::relay_msg{std::move(p.message)}, relay_frame_);
+        for (const auto id : targets) {
+            if (id == from.id() || id >= slots_.size())
+                continue;
+            if (slots_[id]->send_encoded(relay_frame_))
+                ++relayed;
+        }
+        relays_total_ += relayed;
+    }
+    if (p.request_id != 0)
+        from.send(ipc::publish_ack_msg{p.request_id, relayed});
+}
+
+void supervisor::on_slot_interest(worker_slot& from, ipc::interest_msg&& m) {
+    const auto id = static_cast<interest_registry::slot_id>(from.id());
+    for (const auto& c : m.added)
+        interest_.add(id, c);
+    for (const auto& c : m.removed)
+        interest_.remove(id, c);
+    from.send(ipc::interest_ack_msg{m.seq});
+}
+
 void supervisor::on_slot_exited(worker_slot& slot) {
+    // Its subscribers are gone with it; a replacement starts clean.
+    interest_.forget(static_cast<interest_registry::slot_id>(slot.id()));
     if (phase_ != phase::running) {
         maybe_finish();
         return;

@@ -10,6 +10,7 @@
 
 #include "common/config.hpp"
 #include "common/net.hpp"
+#include "supervisor/interest.hpp"
 #include "supervisor/listener.hpp"
 #include "supervisor/scheduler.hpp"
 #include "supervisor/worker_slot.hpp"
@@ -37,6 +38,8 @@ private:
     void on_slot_room(worker_slot&) override;
     void on_slot_exited(worker_slot&) override;
     void on_slot_load_changed(worker_slot&) override;
+    void on_slot_publish(worker_slot&, ipc::publish_msg&&) override;
+    void on_slot_interest(worker_slot&, ipc::interest_msg&&) override;
 
     void start_slot(worker_slot& slot);
     void wait_signals();
@@ -63,6 +66,9 @@ private:
     std::vector<ipc::handoff_msg> pending_;
     std::vector<worker_load> loads_;
     scheduler scheduler_;
+    interest_registry interest_;
+    std::string relay_frame_; // reused encode buffer for relays
+    std::uint64_t relays_total_ = 0;
 
     net::signal_set signals_;
     net::steady_timer stop_deadline_;

@@ -159,6 +159,14 @@ void worker_slot::drain(std::chrono::milliseconds timeout) {
         channel_->send(ipc::drain_msg{static_cast<std::uint32_t>(timeout.count())});
 }
 
+bool worker_slot::send_encoded(std::string_view frame) {
+    return channel_ && channel_->send_encoded(frame);
+}
+
+bool worker_slot::send(ipc::message m) {
+    return channel_ && channel_->send(std::move(m));
+}
+
 void worker_slot::stop_now() {
     if (channel_)
         channel_->send(ipc::stop_msg{});
@@ -189,6 +197,10 @@ void worker_slot::on_message(ipc::message&& m) {
         reported_connections_ = l->connections;
         handoffs_acked_ = l->handoffs_received;
         owner_.on_slot_load_changed(*this);
+    } else if (auto* p = std::get_if<ipc::publish_msg>(&m)) {
+        owner_.on_slot_publish(*this, std::move(*p));
+    } else if (auto* i = std::get_if<ipc::interest_msg>(&m)) {
+        owner_.on_slot_interest(*this, std::move(*i));
     } else if (std::holds_alternative<ipc::drained_msg>(m)) {
         spdlog::info("worker {}: drained", id_);
     } else if (const auto* u = std::get_if<ipc::unknown_type_msg>(&m)) {

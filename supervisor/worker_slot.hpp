@@ -33,6 +33,8 @@ public:
     virtual void on_slot_room(class worker_slot&) = 0;       // its channel can take hand-offs again
     virtual void on_slot_exited(class worker_slot&) = 0;     // process reaped; state is stopped
     virtual void on_slot_load_changed(class worker_slot&) = 0;
+    virtual void on_slot_publish(class worker_slot&, ipc::publish_msg&&) = 0;
+    virtual void on_slot_interest(class worker_slot&, ipc::interest_msg&&) = 0;
 
 protected:
     ~slot_observer() = default;
@@ -59,6 +61,9 @@ public:
     void hand_off(ipc::handoff_msg&& msg);
 
     void drain(std::chrono::milliseconds timeout);
+    // Queues an encoded frame (a relay) or a message; false if there is no open channel.
+    bool send_encoded(std::string_view frame);
+    bool send(ipc::message m);
     void stop_now();          // `stop` over the channel
     void kill(int signal);    // to the process, if there is one
 

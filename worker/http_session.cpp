@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "worker/publish_api.hpp"
 #include "worker/websocket_session.hpp"
 #include "worker/worker.hpp"
 
@@ -110,28 +111,68 @@ void http_session::handle_request() {
 
     if (path == "/healthz")
         return send(handle_healthz(req));
+    if (path.starts_with(publish_api::prefix))
+        return handle_publish(path); // 404 when no token is configured
 
     const route* r = routes_->match(path);
     if (!r)
         return send(make_response(req, http::status::not_found, "not found\n"));
 
-    if (r->config.kind == route_kind::echo) {
-        if (!websocket::is_upgrade(req)) {
-            auto res = make_response(req, http::status::upgrade_required, "this is a WebSocket endpoint\n");
-            res.set(http::field::upgrade, "websocket");
-            return send(std::move(res));
-        }
-        if (worker_.draining())
-            return send(make_response(req, http::status::service_unavailable, "draining\n"));
-        upgraded_ = true;
-        stream_.expires_never();
-        auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), peer_);
-        ws->run(parser_->release());
-        return; // this session ends here; the WebSocket session owns the socket now
-    }
+    if (r->config.kind == route_kind::echo || r->config.kind == route_kind::pubsub)
+        return upgrade(*r, path);
     if (websocket::is_upgrade(req))
         return send(make_response(req, http::status::bad_request, "no WebSocket endpoint at this path\n"));
     send(r->files->handle(req));
+}
+
+// A WebSocket route: echo, or pub/sub (raw: the channel is the rest of the path).
+void http_session::upgrade(const route& r, std::string_view path) {
+    const request& req = parser_->get();
+    if (!websocket::is_upgrade(req)) {
+        auto res = make_response(req, http::status::upgrade_required, "this is a WebSocket endpoint\n");
+        res.set(http::field::upgrade, "websocket");
+        return send(std::move(res));
+    }
+    if (worker_.draining())
+        return send(make_response(req, http::status::service_unavailable, "draining\n"));
+    ws_mode mode = ws_mode::echo;
+    std::string channel;
+    if (r.config.kind == route_kind::pubsub) {
+        mode = r.config.protocol == pubsub_protocol::json ? ws_mode::pubsub_json : ws_mode::pubsub_raw;
+        if (mode == ws_mode::pubsub_raw) {
+            channel = std::string(path.substr(r.config.path.size()));
+            if (!valid_channel_name(channel))
+                return send(make_response(req, http::status::bad_request,
+                                          "bad channel name: 1 to 200 bytes of A-Z a-z 0-9 - _ . : @\n"));
+        }
+    }
+    upgraded_ = true;
+    stream_.expires_never();
+    auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), peer_, mode, std::move(channel));
+    ws->run(parser_->release());
+    // This session ends here; the WebSocket session owns the socket now.
+}
+
+void http_session::handle_publish(std::string_view path) {
+    const request& req = parser_->get();
+    auto checked = publish_api::check(req, path, worker_.cfg());
+    if (auto* res = std::get_if<string_response>(&checked)) {
+        if (res->result() == http::status::unauthorized)
+            spdlog::info("{}: publish to {} refused: missing or wrong bearer token", peer_.address().to_string(),
+                         path.substr(publish_api::prefix.size(), 200));
+        ++worker_.stats().bad_requests;
+        return send(std::move(*res));
+    }
+    auto message = std::get<shared_message>(std::move(checked));
+    std::string channel = message->channel;
+    worker_.publish(std::move(message), [self = shared_from_this(), channel](std::optional<std::uint32_t> workers) {
+        const request& r = self->parser_->get();
+        if (!workers)
+            return self->send(make_response(r, http::status::service_unavailable,
+                                            "{\"error\":\"the supervisor did not confirm the relay\"}\n",
+                                            "application/json"));
+        self->send(publish_api::accepted(r, channel, *workers));
+    });
 }
 
 response http_session::handle_healthz(const request& req) const {

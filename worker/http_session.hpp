@@ -37,6 +37,8 @@ private:
     void fail(error_code ec, std::string_view what);
 
     response handle_healthz(const request& req) const;
+    void upgrade(const route& r, std::string_view path);
+    void handle_publish(std::string_view path);
 
     worker& worker_;
     beast::tcp_stream stream_;

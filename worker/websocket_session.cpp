@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "worker/json_ops.hpp"
 #include "worker/worker.hpp"
 
 namespace sockherd::worker {
@@ -13,12 +14,20 @@ constexpr std::chrono::seconds handshake_timeout{10};
 
 } // namespace
 
-websocket_session::websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer)
-    : worker_(w), ws_(std::move(socket)), peer_(peer), drain_timer_(ws_.get_executor()) {}
+websocket_session::websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode,
+                                     std::string channel)
+    : worker_(w), ws_(std::move(socket)), peer_(peer), mode_(mode), channel_(std::move(channel)),
+      drain_timer_(ws_.get_executor()) {}
 
 websocket_session::~websocket_session() {
+    for (const auto& c : subscriptions_)
+        worker_.unsubscribe(c, *this);
     if (registered_)
         worker_.remove(*this, true);
+}
+
+wire_format websocket_session::format() const {
+    return mode_ == ws_mode::pubsub_json ? wire_format::json : wire_format::raw;
 }
 
 void websocket_session::run(request req) {
@@ -39,6 +48,19 @@ void websocket_session::run(request req) {
         res.set(http::field::server, "sockherd");
         res.set("X-Sockherd-Worker", std::to_string(slot));
     }));
+
+    if (mode_ == ws_mode::pubsub_raw) {
+        // Subscribed before the handshake answers: when the client sees 101, every message
+        // published anywhere in the node from then on reaches it.
+        subscribe(channel_, false);
+        worker_.after_interest_confirmed(
+            [self = shared_from_this(), req = std::move(req)]() mutable { self->do_accept(std::move(req)); });
+        return;
+    }
+    do_accept(std::move(req));
+}
+
+void websocket_session::do_accept(request req) {
     ws_.async_accept(req, [self = shared_from_this()](error_code ec) { self->on_accept(ec); });
 }
 
@@ -48,12 +70,18 @@ void websocket_session::on_accept(error_code ec) {
         spdlog::debug("{}: WebSocket handshake failed: {}", peer_.address().to_string(), ec.message());
         return;
     }
+    accepted_ = true;
     open_ = true;
+    if (close_pending_) { // cut off as a slow consumer before the handshake finished
+        do_close();
+        return;
+    }
     if (worker_.draining()) {
-        do_close(websocket::close_code::going_away);
+        close_with(websocket::close_code::going_away, "server is draining");
         return;
     }
     do_read();
+    do_write(); // deliveries that arrived during the handshake
 }
 
 void websocket_session::do_read() {
@@ -66,13 +94,134 @@ void websocket_session::on_read(error_code ec, std::size_t n) {
     auto& stats = worker_.stats();
     ++stats.ws_messages_in;
     stats.bytes_in += n;
-    if (close_pending_) {
-        do_close(websocket::close_code::going_away);
+    if (!open_)
+        return;
+    const bool binary = !ws_.got_text();
+    std::string payload = beast::buffers_to_string(buffer_.data());
+    buffer_.consume(buffer_.size());
+
+    switch (mode_) {
+    case ws_mode::echo: {
+        auto owned = std::make_shared<const std::string>(std::move(payload));
+        enqueue({owned, *owned, binary});
+        break;
+    }
+    case ws_mode::pubsub_raw:
+        worker_.publish(std::make_shared<const pubsub_message>(
+            pubsub_message{channel_, binary ? payload_kind::binary : payload_kind::text, std::move(payload)}));
+        break;
+    case ws_mode::pubsub_json:
+        if (binary) {
+            ++stats.bad_ops;
+            enqueue_text(json_ops::encode_error({"binary frames are not ops: send JSON text frames", "", ""}));
+        } else {
+            on_json_op(payload);
+        }
+        break;
+    }
+    if (open_)
+        do_read();
+}
+
+void websocket_session::on_json_op(std::string_view text) {
+    auto parsed = json_ops::parse(text);
+    if (auto* err = std::get_if<json_ops::op_error>(&parsed)) {
+        ++worker_.stats().bad_ops;
+        enqueue_text(json_ops::encode_error(*err));
         return;
     }
-    ws_.text(ws_.got_text());
+    auto& op = std::get<json_ops::op>(parsed);
+    switch (op.kind) {
+    case json_ops::op_kind::subscribe:
+        if (!subscriptions_.count(op.channel) && subscriptions_.size() >= worker_.cfg().websocket.max_subscriptions) {
+            ++worker_.stats().limit_hits;
+            enqueue_text(json_ops::encode_error(
+                {"too many subscriptions on one connection (max_subscriptions = " +
+                     std::to_string(worker_.cfg().websocket.max_subscriptions) + ")",
+                 "subscribe", op.channel}));
+            return;
+        }
+        subscribe(op.channel, true);
+        break;
+    case json_ops::op_kind::unsubscribe:
+        if (subscriptions_.erase(op.channel))
+            worker_.unsubscribe(op.channel, *this);
+        enqueue_text(json_ops::encode_event("unsubscribed", op.channel));
+        break;
+    case json_ops::op_kind::publish:
+        worker_.publish(std::make_shared<const pubsub_message>(
+            pubsub_message{std::move(op.channel), op.data_kind, std::move(op.data)}));
+        break;
+    }
+}
+
+// Subscribes to `channel`; with `reply`, acknowledges once the subscription is live node-wide.
+void websocket_session::subscribe(const std::string& channel, bool reply) {
+    if (subscriptions_.insert(channel).second)
+        worker_.subscribe(channel, *this);
+    if (!reply)
+        return;
+    worker_.after_interest_confirmed([weak = weak_from_this(), channel] {
+        if (auto self = weak.lock(); self && self->open_)
+            self->enqueue_text(json_ops::encode_event("subscribed", channel));
+    });
+}
+
+void websocket_session::deliver(const broadcast& b) {
+    const auto& m = b.message();
+    if (mode_ == ws_mode::pubsub_json) {
+        const auto& json = b.json_form();
+        enqueue({json, *json, false});
+    } else {
+        enqueue({m, m->payload, m->kind == payload_kind::binary});
+    }
+}
+
+void websocket_session::enqueue_text(std::string text) {
+    auto owned = std::make_shared<const std::string>(std::move(text));
+    enqueue({owned, *owned, false});
+}
+
+void websocket_session::enqueue(out_frame f) {
+    if (close_pending_ || (accepted_ && !open_))
+        return; // closing: nothing more goes out
+    const std::size_t limit = worker_.cfg().websocket.send_queue_limit;
+    if (queued_bytes_ + f.bytes.size() > limit && !queue_.empty()) {
+        // A slow consumer: cut it off rather than let its queue grow. Not from inside the hub's
+        // delivery loop, though: closing waits for the next event-loop turn.
+        auto& stats = worker_.stats();
+        ++stats.slow_consumer_disconnects;
+        stats.send_queue_drops += queue_.size();
+        spdlog::info("{}: send queue over send_queue_limit ({} bytes); disconnecting a slow consumer with 1008",
+                     peer_.address().to_string(), limit);
+        queue_.clear();
+        queued_bytes_ = 0;
+        close_pending_ = websocket::close_reason(websocket::close_code::policy_error, "slow consumer");
+        net::post(ws_.get_executor(), [self = shared_from_this()] {
+            if (!self->writing_)
+                self->do_close();
+        });
+        return;
+    }
+    queued_bytes_ += f.bytes.size();
+    queue_.push_back(std::move(f));
+    if (!writing_ && open_)
+        do_write();
+}
+
+void websocket_session::do_write() {
+    if (writing_ || !open_)
+        return;
+    if (queue_.empty()) {
+        if (close_pending_)
+            do_close();
+        return;
+    }
     writing_ = true;
-    ws_.async_write(buffer_.data(), [self = shared_from_this()](error_code e, std::size_t w) { self->on_write(e, w); });
+    const auto& f = queue_.front();
+    ws_.binary(f.binary);
+    ws_.async_write(net::buffer(f.bytes.data(), f.bytes.size()),
+                    [self = shared_from_this()](error_code ec, std::size_t n) { self->on_write(ec, n); });
 }
 
 void websocket_session::on_write(error_code ec, std::size_t n) {
@@ -81,12 +230,33 @@ void websocket_session::on_write(error_code ec, std::size_t n) {
         return fail(ec, "write");
     ++worker_.stats().ws_messages_out;
     worker_.stats().bytes_out += n;
-    buffer_.consume(buffer_.size());
+    if (!queue_.empty()) {
+        queued_bytes_ -= queue_.front().bytes.size();
+        queue_.pop_front();
+    }
     if (close_pending_) {
-        do_close(websocket::close_code::going_away);
+        do_close();
         return;
     }
-    do_read();
+    do_write();
+}
+
+void websocket_session::close_with(websocket::close_code code, std::string_view reason) {
+    if (close_pending_)
+        return;
+    close_pending_ = websocket::close_reason(code, reason);
+    if (!writing_)
+        do_close();
+}
+
+void websocket_session::do_close() {
+    if (!open_ || !close_pending_)
+        return;
+    open_ = false;
+    ws_.async_close(*close_pending_, [self = shared_from_this()](error_code ec) {
+        if (ec)
+            spdlog::debug("{}: close handshake: {}", self->peer_.address().to_string(), ec.message());
+    });
 }
 
 // Closes with 1001 at the deadline, a little before it at random so that a node's clients do
@@ -101,26 +271,9 @@ void websocket_session::drain(clock::time_point deadline) {
         : clock::duration::zero();
     drain_timer_.expires_at(deadline - jitter);
     drain_timer_.async_wait([self = shared_from_this()](error_code ec) {
-        if (ec)
+        if (ec || !self->open_)
             return;
-        if (!self->open_)
-            return;
-        if (self->writing_) {
-            self->close_pending_ = true;
-            return;
-        }
-        self->do_close(websocket::close_code::going_away);
-    });
-}
-
-void websocket_session::do_close(websocket::close_code code) {
-    if (!open_)
-        return;
-    open_ = false;
-    close_pending_ = false;
-    ws_.async_close(code, [self = shared_from_this()](error_code ec) {
-        if (ec)
-            spdlog::debug("{}: close handshake: {}", self->peer_.address().to_string(), ec.message());
+        self->close_with(websocket::close_code::going_away, "server is shutting down");
     });
 }
 

@@ -1,44 +1,87 @@
 #pragma once
-// One WebSocket connection in a worker, on an `echo` route: every message comes back to its
-// sender as it was sent (text or binary). Owned by shared_ptr captures of its pending operations.
+// One WebSocket connection in a worker. Its route decides what a received message does: `echo`
+// sends it back, a raw `pubsub` route publishes it to the channel named in the path (the session
+// is subscribed to that channel), a JSON `pubsub` route reads subscribe/unsubscribe/publish ops.
+// Everything it sends goes through one bounded queue; a client that falls `send_queue_limit`
+// bytes behind is disconnected with 1008 instead of growing memory. Owned by shared_ptr captures
+// of its own pending operations.
 
+#include <deque>
 #include <memory>
+#include <optional>
+#include <set>
+#include <string>
 
 #include "common/net.hpp"
 #include "worker/connection.hpp"
+#include "worker/hub.hpp"
 #include "worker/response.hpp"
 
 namespace sockherd::worker {
 
 class worker;
 
-class websocket_session final : public connection, public std::enable_shared_from_this<websocket_session> {
+enum class ws_mode { echo, pubsub_raw, pubsub_json };
+
+class websocket_session final : public connection,
+                                public subscriber,
+                                public std::enable_shared_from_this<websocket_session> {
 public:
-    websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer);
+    // `channel`: the channel of a raw pubsub session (already validated), else empty.
+    websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode, std::string channel);
     ~websocket_session();
 
-    // Completes the handshake for `req` (the Upgrade request the http_session read).
+    // Completes the handshake for `req` (the Upgrade request the http_session read). A raw pubsub
+    // session subscribes first and answers the handshake once the subscription is live node-wide.
     void run(request req);
+
+    // subscriber
+    wire_format format() const override;
+    void deliver(const broadcast& b) override;
+
+    // connection
     void drain(clock::time_point deadline) override;
     void abort() override;
 
 private:
+    // One queued outgoing message: `bytes` stay valid while `owner` lives (shared payloads).
+    struct out_frame {
+        std::shared_ptr<const void> owner;
+        std::string_view bytes;
+        bool binary = false;
+    };
+
+    void do_accept(request req);
     void on_accept(error_code ec);
     void do_read();
     void on_read(error_code ec, std::size_t n);
+    void on_json_op(std::string_view text);
+    void enqueue(out_frame f);
+    void enqueue_text(std::string text);
+    void do_write();
     void on_write(error_code ec, std::size_t n);
-    void do_close(websocket::close_code code);
+    void close_with(websocket::close_code code, std::string_view reason);
+    void do_close();
+    void subscribe(const std::string& channel, bool reply);
     void fail(error_code ec, std::string_view what);
 
     worker& worker_;
     websocket::stream<beast::tcp_stream> ws_;
     tcp::endpoint peer_;
+    ws_mode mode_;
+    std::string channel_; // raw pubsub
     beast::flat_buffer buffer_;
     net::steady_timer drain_timer_;
+
+    std::deque<out_frame> queue_;
+    std::size_t queued_bytes_ = 0;
+    std::set<std::string> subscriptions_;
+
     bool registered_ = false;
-    bool open_ = false;          // handshake done, no close started
+    bool accepted_ = false;
+    bool open_ = false;    // handshake done, no close started
     bool writing_ = false;
-    bool close_pending_ = false; // a close is due once the current write completes
+    std::optional<websocket::close_reason> close_pending_; // sent once the current write completes
 };
 
 } // namespace sockherd::worker

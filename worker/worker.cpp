@@ -64,8 +64,14 @@ int worker::run() {
     });
     ioc_.run();
 
-    // Unwind every session before the worker goes away: abort their sockets and let their
-    // handlers run to completion (each deregisters itself), bounded in time.
+    // Unwind every session before the worker goes away: drop callbacks that hold sessions, abort
+    // their sockets and let their handlers run to completion (each deregisters itself), bounded.
+    {
+        auto waiting = std::move(interest_waiters_);
+        auto publishes = std::move(pending_publishes_);
+        interest_waiters_.clear();
+        pending_publishes_.clear();
+    }
     const std::vector<connection*> left(connections_.begin(), connections_.end());
     for (auto* c : left)
         if (connections_.count(c))
@@ -95,6 +101,13 @@ void worker::on_message(ipc::message&& m) {
             } else if constexpr (std::is_same_v<T, ipc::stop_msg>) {
                 spdlog::info("stop requested; exiting now");
                 exit_now(0);
+            } else if constexpr (std::is_same_v<T, ipc::relay_msg>) {
+                ++stats_.relays_in;
+                stats_.deliveries += hub_.publish_local(msg.message);
+            } else if constexpr (std::is_same_v<T, ipc::interest_ack_msg>) {
+                on_interest_ack(msg.seq);
+            } else if constexpr (std::is_same_v<T, ipc::publish_ack_msg>) {
+                on_publish_ack(msg.request_id, msg.workers);
             } else if constexpr (std::is_same_v<T, ipc::unknown_type_msg>) {
                 spdlog::warn("the supervisor did not recognize message type {} we sent", msg.type);
             } else {
@@ -180,6 +193,105 @@ void worker::report_load() {
         load_report_posted_ = false;
         channel_->send(ipc::load_msg{static_cast<std::uint32_t>(connections_.size()), handoffs_received_});
     });
+}
+
+void worker::subscribe(const std::string& channel, subscriber& s) {
+    if (hub_.subscribe(channel, s) && hub_.has_interest_change())
+        schedule_interest_flush();
+}
+
+void worker::unsubscribe(const std::string& channel, subscriber& s) {
+    if (hub_.unsubscribe(channel, s) && hub_.has_interest_change())
+        schedule_interest_flush();
+}
+
+void worker::publish(shared_message m, relayed_handler on_relayed) {
+    ++stats_.publishes;
+    const std::size_t local = hub_.publish_local(m);
+    stats_.deliveries += local;
+    std::uint32_t request_id = 0;
+    if (on_relayed) {
+        // Ids wrap; a stale id still pending after 2^32 publishes is not a practical concern.
+        do
+            request_id = ++next_request_id_;
+        while (request_id == 0 || pending_publishes_.count(request_id));
+        auto timer = std::make_unique<net::steady_timer>(ioc_, std::chrono::seconds(5));
+        timer->async_wait([this, request_id](error_code ec) {
+            if (ec)
+                return;
+            const auto it = pending_publishes_.find(request_id);
+            if (it == pending_publishes_.end())
+                return;
+            auto handler = std::move(it->second.handler);
+            pending_publishes_.erase(it);
+            spdlog::warn("the supervisor did not acknowledge publish {} within 5 s", request_id);
+            handler(std::nullopt);
+        });
+        pending_publishes_.emplace(request_id, pending_publish{std::move(on_relayed), local > 0, std::move(timer)});
+    }
+    channel_->send(ipc::publish_msg{request_id, std::move(m)});
+}
+
+void worker::on_publish_ack(std::uint32_t request_id, std::uint32_t workers) {
+    const auto it = pending_publishes_.find(request_id);
+    if (it == pending_publishes_.end())
+        return; // timed out already
+    auto p = std::move(it->second);
+    pending_publishes_.erase(it);
+    p.timeout->cancel();
+    p.handler(workers + (p.local ? 1 : 0));
+}
+
+void worker::after_interest_confirmed(std::function<void()> f) {
+    if (!interest_flush_posted_ && !hub_.has_interest_change() && interest_seq_acked_ == interest_seq_sent_) {
+        f();
+        return;
+    }
+    // Whatever is pending now goes out in the next flush, numbered interest_seq_sent_ + 1 (or was
+    // already sent as interest_seq_sent_); waiting for the former covers both.
+    const std::uint64_t target = interest_seq_sent_ + 1;
+    interest_waiters_.emplace_back(target, std::move(f));
+    schedule_interest_flush();
+}
+
+void worker::schedule_interest_flush() {
+    if (interest_flush_posted_)
+        return;
+    interest_flush_posted_ = true;
+    net::post(ioc_, [this] { flush_interest(); });
+}
+
+// One interest message per event-loop turn, however many subscriptions changed. Sent even when
+// empty if someone waits on its acknowledgement.
+void worker::flush_interest() {
+    interest_flush_posted_ = false;
+    auto change = hub_.take_interest();
+    if (change.added.empty() && change.removed.empty() && interest_waiters_.empty())
+        return;
+    const std::uint64_t first = interest_seq_sent_ + 1;
+    std::size_t a = 0, r = 0;
+    do {
+        ipc::interest_msg m;
+        m.seq = ++interest_seq_sent_;
+        while (a < change.added.size() && m.added.size() + m.removed.size() < ipc::max_interest_channels)
+            m.added.push_back(std::move(change.added[a++]));
+        while (r < change.removed.size() && m.added.size() + m.removed.size() < ipc::max_interest_channels)
+            m.removed.push_back(std::move(change.removed[r++]));
+        channel_->send(std::move(m));
+    } while (a < change.added.size() || r < change.removed.size());
+    // A change split over several messages is live once the last of them is acknowledged.
+    for (auto& [target, f] : interest_waiters_)
+        if (target >= first)
+            target = interest_seq_sent_;
+}
+
+void worker::on_interest_ack(std::uint64_t seq) {
+    interest_seq_acked_ = std::max(interest_seq_acked_, seq);
+    while (!interest_waiters_.empty() && interest_waiters_.front().first <= interest_seq_acked_) {
+        auto f = std::move(interest_waiters_.front().second);
+        interest_waiters_.pop_front();
+        f();
+    }
 }
 
 void worker::begin_drain(std::chrono::milliseconds timeout) {

@@ -7,12 +7,17 @@
 
 #include <cstdint>
 #include <memory>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "common/config.hpp"
 #include "common/ipc/channel.hpp"
 #include "common/net.hpp"
 #include "worker/connection.hpp"
+#include "worker/hub.hpp"
 #include "worker/router.hpp"
 
 namespace sockherd::worker {
@@ -28,6 +33,12 @@ struct worker_stats {
     std::uint64_t bytes_out = 0;
     std::uint64_t limit_hits = 0;     // header/body/message size limits and timeouts
     std::uint64_t bad_requests = 0;   // requests rejected as malformed
+    std::uint64_t bad_ops = 0;        // JSON pub/sub ops answered with an error
+    std::uint64_t publishes = 0;      // messages published on this worker (WebSocket or HTTP)
+    std::uint64_t relays_in = 0;      // messages relayed here from other workers
+    std::uint64_t deliveries = 0;     // messages handed to local subscribers
+    std::uint64_t slow_consumer_disconnects = 0;
+    std::uint64_t send_queue_drops = 0; // messages dropped from the queues of cut-off consumers
 };
 
 // Runs the worker process to completion; returns its exit code.
@@ -51,6 +62,19 @@ public:
     std::size_t connection_count() const { return connections_.size(); }
     std::size_t websocket_count() const { return websockets_; }
 
+    // Pub/sub. subscribe/unsubscribe must not be called from inside subscriber::deliver().
+    void subscribe(const std::string& channel, subscriber& s);
+    void unsubscribe(const std::string& channel, subscriber& s);
+    // Delivers `m` to local subscribers (the publisher's own session included) and sends it once
+    // to the supervisor for the other workers. `on_relayed`, if given, gets the number of workers
+    // that received it (this one counted when it has subscribers), or nullopt if the supervisor
+    // did not answer in time.
+    using relayed_handler = std::function<void(std::optional<std::uint32_t> workers)>;
+    void publish(shared_message m, relayed_handler on_relayed = nullptr);
+    // Runs `f` once every subscription made so far is live node-wide (interest acknowledged by
+    // the supervisor); at once if nothing is in flight.
+    void after_interest_confirmed(std::function<void()> f);
+
 private:
     void on_message(ipc::message&& m);
     void on_channel_error(error_code ec, std::string_view what);
@@ -60,6 +84,10 @@ private:
     void maybe_finish_drain();
     void report_load();
     void exit_now(int code);
+    void schedule_interest_flush();
+    void flush_interest();
+    void on_interest_ack(std::uint64_t seq);
+    void on_publish_ack(std::uint32_t request_id, std::uint32_t workers);
 
     net::io_context& ioc_;
     unsigned slot_;
@@ -70,6 +98,19 @@ private:
     std::uint64_t generation_ = 0;
     net::signal_set signals_;
     net::steady_timer drain_timer_;
+
+    hub hub_;
+    std::uint64_t interest_seq_sent_ = 0;
+    std::uint64_t interest_seq_acked_ = 0;
+    bool interest_flush_posted_ = false;
+    std::deque<std::pair<std::uint64_t, std::function<void()>>> interest_waiters_; // by seq
+    struct pending_publish {
+        relayed_handler handler;
+        bool local;
+        std::unique_ptr<net::steady_timer> timeout;
+    };
+    std::uint32_t next_request_id_ = 0;
+    std::unordered_map<std::uint32_t, pending_publish> pending_publishes_;
 
     std::unordered_set<connection*> connections_;
     std::size_t websockets_ = 0;

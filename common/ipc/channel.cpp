@@ -75,6 +75,16 @@ bool channel::send(message m) {
     return true;
 }
 
+bool channel::send_encoded(std::string_view frame) {
+    if (!open_)
+        return false;
+    out_.append(frame);
+    if (full())
+        was_full_ = true;
+    schedule_flush();
+    return true;
+}
+
 bool channel::full() const {
     return queued_bytes() > limits_.send_queue_bytes || queued_fds_ > limits_.send_queue_fds;
 }

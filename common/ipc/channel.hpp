@@ -61,6 +61,10 @@ public:
     // Returns false if the channel is closed (descriptors are then closed, not leaked).
     bool send(message m);
 
+    // Queues an already encoded frame that carries no descriptors (a relay encoded once and sent
+    // to several workers). Returns false if the channel is closed.
+    bool send_encoded(std::string_view frame);
+
     bool full() const;
     bool is_open() const { return open_; }
     std::size_t queued_bytes() const { return out_.size() - out_pos_; }

@@ -143,6 +143,85 @@ void encode_payload(writer& w, const load_msg& m) {
 void encode_payload(writer&, const drained_msg&) {}
 void encode_payload(writer& w, const unknown_type_msg& m) { w.u16(m.type); }
 
+void put_message(writer& w, const pubsub_message& m) {
+    w.str(m.channel);
+    w.u8(static_cast<std::uint8_t>(m.kind));
+    w.str(m.payload);
+}
+
+bool get_message(reader& r, pubsub_message& m) {
+    m.channel = r.str();
+    const std::uint8_t kind = r.u8();
+    m.payload = r.str();
+    if (kind > static_cast<std::uint8_t>(payload_kind::json))
+        return false;
+    m.kind = static_cast<payload_kind>(kind);
+    return valid_channel_name(m.channel);
+}
+
+void put_names(writer& w, const std::vector<std::string>& names) {
+    w.u32(static_cast<std::uint32_t>(names.size()));
+    for (const auto& n : names)
+        w.str(n);
+}
+
+bool get_names(reader& r, std::vector<std::string>& names, std::size_t& budget) {
+    const std::uint32_t n = r.u32();
+    if (n > budget)
+        return false;
+    budget -= n;
+    names.reserve(n);
+    for (std::uint32_t i = 0; i < n && !r.bad(); ++i) {
+        names.push_back(r.str());
+        if (!valid_channel_name(names.back()))
+            return false;
+    }
+    return true;
+}
+
+void encode_payload(writer& w, const publish_msg& m) {
+    w.u32(m.request_id);
+    put_message(w, *m.message);
+}
+void encode_payload(writer& w, const relay_msg& m) { put_message(w, *m.message); }
+void encode_payload(writer& w, const publish_ack_msg& m) {
+    w.u32(m.request_id);
+    w.u32(m.workers);
+}
+void encode_payload(writer& w, const interest_msg& m) {
+    w.u64(m.seq);
+    put_names(w, m.added);
+    put_names(w, m.removed);
+}
+void encode_payload(writer& w, const interest_ack_msg& m) { w.u64(m.seq); }
+
+bool get_shared_message(reader& r, shared_message& out) {
+    auto m = std::make_shared<pubsub_message>();
+    if (!get_message(r, *m))
+        return false;
+    out = std::move(m);
+    return true;
+}
+bool decode_payload(reader& r, publish_msg& m) {
+    m.request_id = r.u32();
+    return get_shared_message(r, m.message);
+}
+bool decode_payload(reader& r, relay_msg& m) { return get_shared_message(r, m.message); }
+bool decode_payload(reader& r, publish_ack_msg& m) {
+    m.request_id = r.u32();
+    m.workers = r.u32();
+    return true;
+}
+bool decode_payload(reader& r, interest_msg& m) {
+    m.seq = r.u64();
+    std::size_t budget = max_interest_channels;
+    return get_names(r, m.added, budget) && get_names(r, m.removed, budget);
+}
+bool decode_payload(reader& r, interest_ack_msg& m) {
+    m.seq = r.u64();
+    return true;
+}
+
 bool decode_payload(reader& r, config_msg& m) {
     m.generation = r.u64();
     m.toml = r.str();
@@ -205,6 +284,11 @@ message_type type_of(const message& m) {
             else if constexpr (std::is_same_v<T, ready_msg>) return message_type::ready;
             else if constexpr (std::is_same_v<T, load_msg>) return message_type::load;
             else if constexpr (std::is_same_v<T, drained_msg>) return message_type::drained;
+            else if constexpr (std::is_same_v<T, publish_msg>) return message_type::publish;
+            else if constexpr (std::is_same_v<T, relay_msg>) return message_type::relay;
+            else if constexpr (std::is_same_v<T, publish_ack_msg>) return message_type::publish_ack;
+            else if constexpr (std::is_same_v<T, interest_msg>) return message_type::interest;
+            else if constexpr (std::is_same_v<T, interest_ack_msg>) return message_type::interest_ack;
             else return message_type::unknown_type;
         },
         m);
@@ -220,6 +304,11 @@ std::string_view to_string(message_type t) {
     case message_type::load: return "load";
     case message_type::drained: return "drained";
     case message_type::unknown_type: return "unknown_type";
+    case message_type::publish: return "publish";
+    case message_type::relay: return "relay";
+    case message_type::publish_ack: return "publish_ack";
+    case message_type::interest: return "interest";
+    case message_type::interest_ack: return "interest_ack";
     }
     return "?";
 }
@@ -268,6 +357,11 @@ decode_result decode(std::span<const std::uint8_t> in) {
     case message_type::load: ok = decode_as<load_msg>(payload, res.msg); break;
     case message_type::drained: ok = decode_as<drained_msg>(payload, res.msg); break;
     case message_type::unknown_type: ok = decode_as<unknown_type_msg>(payload, res.msg); break;
+    case message_type::publish: ok = decode_as<publish_msg>(payload, res.msg); break;
+    case message_type::relay: ok = decode_as<relay_msg>(payload, res.msg); break;
+    case message_type::publish_ack: ok = decode_as<publish_ack_msg>(payload, res.msg); break;
+    case message_type::interest: ok = decode_as<interest_msg>(payload, res.msg); break;
+    case message_type::interest_ack: ok = decode_as<interest_ack_msg>(payload, res.msg); break;
     default:
         res.status = decode_status::unknown_type;
         return res;

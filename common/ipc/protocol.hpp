@@ -15,19 +15,27 @@
 //   Malformed frame (bad version, oversize, payload not matching its type): the receiver closes
 //   the channel; the supervisor then replaces the worker.
 //
-//   supervisor -> worker: config, handoff, drain, stop
-//   worker -> supervisor: ready, load, drained
+//   supervisor -> worker: config, handoff, drain, stop, relay, publish_ack, interest_ack
+//   worker -> supervisor: ready, load, drained, publish, interest
 //   either direction:     unknown_type
+//
+//   Pub/sub: a worker announces the channels it has local subscribers for (`interest`, deltas,
+//   numbered); the supervisor acknowledges each one once it applies to every later relay, so a
+//   subscription is live node-wide when its ack arrives. A worker delivers its own publishes
+//   locally and sends them once to the supervisor (`publish`), which relays them only to the
+//   other workers with interest. One stream per worker keeps per-publisher order.
 
 #include <array>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/container/static_vector.hpp>
 
+#include "common/pubsub.hpp"
 #include "common/unique_fd.hpp"
 
 namespace sockherd::ipc {
@@ -44,9 +52,14 @@ enum class message_type : std::uint16_t {
     handoff = 2,
     drain = 3,
     stop = 4,
+    relay = 5,
+    publish_ack = 6,
+    interest_ack = 7,
     ready = 64,
     load = 65,
     drained = 66,
+    publish = 67,
+    interest = 68,
     unknown_type = 127,
 };
 
@@ -99,13 +112,47 @@ struct load_msg {
 // Worker -> supervisor: every connection is closed; the worker exits next.
 struct drained_msg {};
 
+// Worker -> supervisor: a message published on this worker (already delivered locally).
+// A non-zero request_id asks for a publish_ack (the HTTP publish API reports the count).
+struct publish_msg {
+    std::uint32_t request_id = 0;
+    shared_message message; // never null in a valid message
+};
+
+// Supervisor -> worker: a message published elsewhere, for this worker's local subscribers.
+struct relay_msg {
+    shared_message message; // never null in a valid message
+};
+
+// Supervisor -> worker: the publish with `request_id` went to `workers` other workers.
+struct publish_ack_msg {
+    std::uint32_t request_id = 0;
+    std::uint32_t workers = 0;
+};
+
+// Worker -> supervisor: channels that gained their first / lost their last local subscriber.
+struct interest_msg {
+    std::uint64_t seq = 0; // increases by one per message from one worker
+    std::vector<std::string> added;
+    std::vector<std::string> removed;
+};
+
+// Supervisor -> worker: interest up to `seq` applies to every relay from now on.
+struct interest_ack_msg {
+    std::uint64_t seq = 0;
+};
+
 // Either direction: "did not recognize your last message" (its type), then carry on.
 struct unknown_type_msg {
     std::uint16_t type = 0;
 };
 
 using message = std::variant<config_msg, handoff_msg, drain_msg, stop_msg, ready_msg, load_msg,
-                             drained_msg, unknown_type_msg>;
+                             drained_msg, unknown_type_msg, publish_msg, relay_msg, publish_ack_msg,
+                             interest_msg, interest_ack_msg>;
+
+// Channels one interest message may name (added + removed); larger changes are split.
+inline constexpr std::size_t max_interest_channels = 4096;
 
 message_type type_of(const message&);
 std::string_view to_string(message_type);

@@ -149,13 +149,21 @@ void expect_defaults(const config& cfg) {
     EXPECT_EQ(cfg.websocket.idle_timeout, 60s);
     EXPECT_EQ(cfg.log.level, log_level::info);
     EXPECT_EQ(cfg.log.format, log_format::text);
-    ASSERT_EQ(cfg.routes.size(), 2u);
+    EXPECT_EQ(cfg.websocket.send_queue_limit, 4u * 1024 * 1024);
+    EXPECT_TRUE(cfg.publish.tokens.empty());
+    ASSERT_EQ(cfg.routes.size(), 4u);
     EXPECT_EQ(cfg.routes[0].path, "/echo");
     EXPECT_EQ(cfg.routes[0].kind, route_kind::echo);
     EXPECT_FALSE(cfg.routes[0].root);
-    EXPECT_EQ(cfg.routes[1].path, "/");
-    EXPECT_EQ(cfg.routes[1].kind, route_kind::static_files);
-    EXPECT_FALSE(cfg.routes[1].root);
+    EXPECT_EQ(cfg.routes[1].path, "/ws/");
+    EXPECT_EQ(cfg.routes[1].kind, route_kind::pubsub);
+    EXPECT_EQ(cfg.routes[1].protocol, pubsub_protocol::raw);
+    EXPECT_EQ(cfg.routes[2].path, "/pubsub");
+    EXPECT_EQ(cfg.routes[2].kind, route_kind::pubsub);
+    EXPECT_EQ(cfg.routes[2].protocol, pubsub_protocol::json);
+    EXPECT_EQ(cfg.routes[3].path, "/");
+    EXPECT_EQ(cfg.routes[3].kind, route_kind::static_files);
+    EXPECT_FALSE(cfg.routes[3].root);
 }
 
 TEST(config, empty_file_gives_the_defaults) {
@@ -181,7 +189,7 @@ TEST(config, a_section_overlays_only_the_keys_it_names) {
     EXPECT_EQ(cfg.http.keepalive_timeout, 75s);
     EXPECT_EQ(cfg.log.format, log_format::json);
     EXPECT_EQ(cfg.log.level, log_level::info);
-    EXPECT_EQ(cfg.routes.size(), 2u);
+    EXPECT_EQ(cfg.routes.size(), 4u);
     EXPECT_EQ(cfg.listeners.size(), 1u);
 }
 
@@ -190,7 +198,7 @@ TEST(config, user_listeners_replace_the_default_ones) {
     ASSERT_EQ(cfg.listeners.size(), 1u);
     EXPECT_EQ(cfg.listeners[0].endpoint, endpoint("127.0.0.1", 0));
     EXPECT_EQ(cfg.listeners[0].mode, listener_mode::handoff);
-    EXPECT_EQ(cfg.routes.size(), 2u); // routes still the default ones
+    EXPECT_EQ(cfg.routes.size(), 4u); // routes still the default ones
 }
 
 TEST(config, user_routes_replace_the_default_ones) {
@@ -333,8 +341,20 @@ const bad_file bad_files[] = {
     {"route_missing_path", "[[route]]\nkind = \"echo\"\n", 1, 1, "[[route]] is missing required key 'path'"},
     {"route_missing_kind", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n  [[route]]\n  path = \"/b\"\n", 4, 3,
      "[[route]] is missing required key 'kind'"},
-    {"route_bad_kind", "[[route]]\npath = \"/a\"\nkind = \"pubsub\"\n", 3, 8,
-     "[[route]] kind: unknown value \"pubsub\" (expected one of: echo, static)"},
+    {"route_bad_kind", "[[route]]\npath = \"/a\"\nkind = \"proxy\"\n", 3, 8,
+     "[[route]] kind: unknown value \"proxy\" (expected one of: echo, static, pubsub)"},
+    {"raw_pubsub_path_without_slash", "[[route]]\npath = \"/a\"\nkind = \"pubsub\"\n", 2, 8,
+     "[[route]] path: a raw pubsub route takes the channel from the path, so it must end with '/' (e.g. \"/a/\")"},
+    {"protocol_on_static_route", "[[route]]\npath = \"/a\"\nkind = \"static\"\nprotocol = \"json\"\n", 4, 12,
+     "[[route]] protocol: only allowed on a route with kind = \"pubsub\""},
+    {"bad_protocol", "[[route]]\npath = \"/a\"\nkind = \"pubsub\"\nprotocol = \"xml\"\n", 4, 12,
+     "[[route]] protocol: unknown value \"xml\" (expected one of: raw, json)"},
+    {"token_not_a_string", "[publish]\ntokens = [\"ok\", 5]\n", 2, 17, "[publish] tokens: expected a string, got integer"},
+    {"token_with_space", "[publish]\ntokens = [\"a b\"]\n", 2, 11,
+     "[publish] tokens: a token may hold printable ASCII only, without spaces"},
+    {"tokens_not_an_array", "[publish]\ntokens = \"x\"\n", 2, 10, "[publish] tokens: expected an array of strings, got \"x\""},
+    {"send_queue_too_small", "[websocket]\nsend_queue_limit = 10\n", 2, 20,
+     "[websocket] send_queue_limit: must be between 1KiB and 1GiB, got 10 bytes"},
     {"route_relative_path", "[[route]]\npath = \"echo\"\nkind = \"echo\"\n", 2, 8,
      "[[route]] path: must start with '/', got \"echo\""},
     {"root_on_echo_route", "[[route]]\npath = \"/e\"\nkind = \"echo\"\nroot = \"/srv\"\n", 4, 8,

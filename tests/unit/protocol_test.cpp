@@ -162,3 +162,55 @@ TEST(protocol, random_garbage_never_crashes_or_overreads) {
 
 } // namespace
 } // namespace sockherd::ipc
+
+namespace sockherd::ipc {
+namespace {
+
+shared_message make(std::string channel, payload_kind kind, std::string payload) {
+    return std::make_shared<const pubsub_message>(pubsub_message{std::move(channel), kind, std::move(payload)});
+}
+
+TEST(protocol, pubsub_messages_round_trip) {
+    std::string bin("\0\x01\xff", 3);
+    auto p = std::get<publish_msg>(round_trip(publish_msg{77, make("room.1", payload_kind::binary, bin)}).msg);
+    EXPECT_EQ(p.request_id, 77u);
+    EXPECT_EQ(p.message->channel, "room.1");
+    EXPECT_EQ(p.message->kind, payload_kind::binary);
+    EXPECT_EQ(p.message->payload, bin);
+
+    auto r = std::get<relay_msg>(round_trip(relay_msg{make("c", payload_kind::json, "{\"a\":1}")}).msg);
+    EXPECT_EQ(r.message->kind, payload_kind::json);
+    EXPECT_EQ(r.message->payload, "{\"a\":1}");
+
+    auto a = std::get<publish_ack_msg>(round_trip(publish_ack_msg{5, 3}).msg);
+    EXPECT_EQ(a.request_id, 5u);
+    EXPECT_EQ(a.workers, 3u);
+
+    auto i = std::get<interest_msg>(round_trip(interest_msg{9, {"a", "b"}, {"c"}}).msg);
+    EXPECT_EQ(i.seq, 9u);
+    EXPECT_EQ(i.added, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(i.removed, (std::vector<std::string>{"c"}));
+    EXPECT_EQ(std::get<interest_ack_msg>(round_trip(interest_ack_msg{9}).msg).seq, 9u);
+}
+
+TEST(protocol, pubsub_messages_with_bad_fields_are_malformed) {
+    std::string bad_kind;
+    encode(relay_msg{make("c", payload_kind::text, "x")}, bad_kind);
+    bad_kind[8 + 4 + 1] = 7; // kind after the 1-byte channel name
+    EXPECT_EQ(decode(bytes_of(bad_kind)).status, decode_status::malformed);
+
+    std::string bad_name;
+    encode(relay_msg{make("c", payload_kind::text, "x")}, bad_name);
+    bad_name[8 + 4] = ' '; // not in the channel name set
+    EXPECT_EQ(decode(bytes_of(bad_name)).status, decode_status::malformed);
+
+    std::string too_many;
+    encode(interest_msg{1, {"a"}, {}}, too_many);
+    const std::uint32_t n = max_interest_channels + 1;
+    for (int k = 0; k < 4; ++k)
+        too_many[8 + 8 + k] = static_cast<char>(n >> (8 * k));
+    EXPECT_EQ(decode(bytes_of(too_many)).status, decode_status::malformed);
+}
+
+} // namespace
+} // namespace sockherd::ipc

@@ -1,0 +1,53 @@
+#include "supervisor/interest.hpp"
+
+#include <algorithm>
+
+namespace sockherd::supervisor {
+
+void interest_registry::add(slot_id slot, const std::string& channel) {
+    if (!by_slot_[slot].insert(channel).second)
+        return;
+    by_channel_[channel].push_back(slot);
+}
+
+void interest_registry::remove(slot_id slot, const std::string& channel) {
+    const auto s = by_slot_.find(slot);
+    if (s == by_slot_.end() || s->second.erase(channel) == 0)
+        return;
+    const auto c = by_channel_.find(channel);
+    if (c == by_channel_.end())
+        return;
+    auto& slots = c->second;
+    slots.erase(std::remove(slots.begin(), slots.end(), slot), slots.end());
+    if (slots.empty())
+        by_channel_.erase(c);
+}
+
+void interest_registry::forget(slot_id slot) {
+    const auto s = by_slot_.find(slot);
+    if (s == by_slot_.end())
+        return;
+    for (const auto& channel : s->second) {
+        const auto c = by_channel_.find(channel);
+        if (c == by_channel_.end())
+            continue;
+        auto& slots = c->second;
+        slots.erase(std::remove(slots.begin(), slots.end(), slot), slots.end());
+        if (slots.empty())
+            by_channel_.erase(c);
+    }
+    by_slot_.erase(s);
+}
+
+const std::vector<interest_registry::slot_id>& interest_registry::slots_for(const std::string& channel) const {
+    static const std::vector<slot_id> none;
+    const auto c = by_channel_.find(channel);
+    return c == by_channel_.end() ? none : c->second;
+}
+
+std::size_t interest_registry::channels_of(slot_id slot) const {
+    const auto s = by_slot_.find(slot);
+    return s == by_slot_.end() ? 0 : s->second.size();
+}
+
+} // namespace sockherd::supervisor

@@ -1,0 +1,33 @@
+#pragma once
+// Which worker slots have local subscribers for which channel, as the workers have told the
+// supervisor. Owned by the supervisor; relays go only to the slots listed here.
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace sockherd::supervisor {
+
+class interest_registry {
+public:
+    using slot_id = std::uint16_t;
+
+    void add(slot_id slot, const std::string& channel);
+    void remove(slot_id slot, const std::string& channel);
+    // The slot's worker is gone: forget everything it asked for.
+    void forget(slot_id slot);
+
+    // Slots interested in `channel` (empty when none). Valid until the next change.
+    const std::vector<slot_id>& slots_for(const std::string& channel) const;
+
+    std::size_t channel_count() const { return by_channel_.size(); }
+    std::size_t channels_of(slot_id slot) const;
+
+private:
+    std::unordered_map<std::string, std::vector<slot_id>> by_channel_;
+    std::unordered_map<slot_id, std::unordered_set<std::string>> by_slot_;
+};
+
+} // namespace sockherd::supervisor
