@@ -15,6 +15,7 @@
 //   {"channel":"c","data":"text"}                           a text delivery
 //   {"channel":"c","data":"AAEC","encoding":"base64"}       a binary delivery
 //   {"channel":"c","data":{"any":"json"}}                   a JSON delivery (payload verbatim)
+//   {"event":"welcome","worker":3}                          first frame: the worker serving it
 //   {"event":"subscribed","channel":"c"}                    an acknowledgement (encode_event)
 //   {"event":"error","error":"…","op":"…","channel":"…"}    a rejected op (encode_error)
 

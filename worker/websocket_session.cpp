@@ -80,8 +80,15 @@ void websocket_session::on_accept(error_code ec) {
         close_with(websocket::close_code::going_away, "server is draining");
         return;
     }
+    if (mode_ == ws_mode::pubsub_json) {
+        // Says which worker serves this connection (shown by the demo chat; handy when debugging).
+        std::string welcome = "{\"event\":\"welcome\",\"worker\":" + std::to_string(worker_.slot()) + "}";
+        auto owned = std::make_shared<const std::string>(std::move(welcome));
+        queue_.push_front({owned, *owned, false});
+        queued_bytes_ += owned->size();
+    }
     do_read();
-    do_write(); // deliveries that arrived during the handshake
+    do_write(); // the welcome, and deliveries that arrived during the handshake
 }
 
 void websocket_session::do_read() {

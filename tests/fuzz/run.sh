@@ -10,8 +10,13 @@ cxx="${CLANGXX:-clang++}"
 flags="-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I$root"
 
 "$cxx" $flags "$root/tests/fuzz/protocol_decode_fuzz.cpp" "$root/common/ipc/protocol.cpp" -o "$out/protocol_decode_fuzz"
+"$cxx" $flags "$root/tests/fuzz/json_ops_fuzz.cpp" "$root/worker/json_ops.cpp" -o "$out/json_ops_fuzz"
 
-work="$out/corpus-protocol_decode"
-rm -rf "$work" && mkdir -p "$work"
-cp "$root"/tests/fuzz/corpus/protocol_decode/* "$work"/ 2>/dev/null || true
-"$out/protocol_decode_fuzz" -artifact_prefix="$out/" -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 "$work"
+for target in protocol_decode json_ops; do
+    work="$out/corpus-$target"
+    rm -rf "$work" && mkdir -p "$work"
+    cp "$root"/tests/fuzz/corpus/$target/* "$work"/ 2>/dev/null || true
+    echo "fuzz: $target for ${seconds}s"
+    "$out/${target}_fuzz" -artifact_prefix="$out/$target-" -max_total_time="$seconds" -timeout=5 \
+        -rss_limit_mb=2048 -print_final_stats=1 "$work"
+done
