@@ -138,7 +138,7 @@ void supervisor::on_slot_publish(worker_slot& from, ipc::publish_msg&& p) {
         for (const auto id : targets) {
             if (id == from.id() || id >= slots_.size())
                 continue;
-            if (slots_[id]->send_encoded(relay_frame_))
+            if (slots_[id]->send_relay(relay_frame_))
                 ++relayed;
         }
         relays_total_ += relayed;

@@ -159,8 +159,14 @@ void worker_slot::drain(std::chrono::milliseconds timeout) {
         channel_->send(ipc::drain_msg{static_cast<std::uint32_t>(timeout.count())});
 }
 
-bool worker_slot::send_encoded(std::string_view frame) {
-    return channel_ && channel_->send_encoded(frame);
+bool worker_slot::send_relay(std::string_view frame) {
+    if (channel_ && channel_->is_open() && channel_->queued_bytes() <= channel_limits().send_queue_bytes)
+        return channel_->send_encoded(frame);
+    if (channel_ && channel_->is_open() && (relay_drops_ & (relay_drops_ - 1)) == 0) // 1, 2, 4, 8…
+        spdlog::warn("worker {}: channel over {} bytes; dropped a relay ({} so far)", id_,
+                     channel_limits().send_queue_bytes, relay_drops_ + 1);
+    ++relay_drops_;
+    return false;
 }
 
 bool worker_slot::send(ipc::message m) {
@@ -214,13 +220,19 @@ void worker_slot::on_message(ipc::message&& m) {
 }
 
 void worker_slot::on_channel_error(error_code ec, std::string_view what) {
-    if (ec == net::error::eof)
-        spdlog::debug("worker {}: channel closed ({})", id_, what);
+    // A worker that exits closes its end; if it left our last messages unread the kernel reports
+    // that as a reset. Either way the process is on its way out: SIGCHLD finishes the story.
+    const bool peer_gone = ec == net::error::eof || ec == net::error::connection_reset;
+    if (peer_gone && state_ == slot_state::draining) {
+        spdlog::debug("worker {}: channel closed while draining ({})", id_, what);
+        return;
+    }
+    if (peer_gone)
+        spdlog::warn("worker {}: channel closed unexpectedly ({}); replacing the worker", id_, what);
     else
         spdlog::error("worker {}: channel failed: {}: {}; replacing the worker", id_, what, ec.message());
-    // Without its channel a worker is useless; make sure it goes, SIGCHLD does the rest.
-    if (state_ != slot_state::draining)
-        state_ = slot_state::draining;
+    // Without its channel a worker is useless: make sure it goes.
+    state_ = slot_state::draining;
     kill(SIGKILL);
 }
 

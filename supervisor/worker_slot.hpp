@@ -61,8 +61,12 @@ public:
     void hand_off(ipc::handoff_msg&& msg);
 
     void drain(std::chrono::milliseconds timeout);
-    // Queues an encoded frame (a relay) or a message; false if there is no open channel.
-    bool send_encoded(std::string_view frame);
+    // Queues a relay encoded once for several workers. False, and counted as a dropped relay,
+    // when the slot has no open channel or its channel is over its limit (a worker that does not
+    // keep up loses relays rather than growing the supervisor's memory).
+    bool send_relay(std::string_view frame);
+    std::uint64_t relay_drops() const { return relay_drops_; }
+    // Queues a message; false if there is no open channel.
     bool send(ipc::message m);
     void stop_now();          // `stop` over the channel
     void kill(int signal);    // to the process, if there is one
@@ -107,6 +111,7 @@ private:
     std::uint32_t reported_connections_ = 0;
     std::uint64_t handoffs_sent_ = 0;
     std::uint64_t handoffs_acked_ = 0;
+    std::uint64_t relay_drops_ = 0;
 };
 
 // "exited with status 1", "killed by signal 9 (Killed)", "killed by signal 11 (Segmentation

@@ -120,7 +120,7 @@ void worker::on_message(ipc::message&& m) {
 }
 
 void worker::on_channel_error(error_code ec, std::string_view what) {
-    if (ec == net::error::eof)
+    if (ec == net::error::eof || ec == net::error::connection_reset)
         spdlog::warn("the supervisor closed our channel; exiting");
     else
         spdlog::error("channel to the supervisor failed: {}: {}; exiting", what, ec.message());
@@ -209,6 +209,16 @@ void worker::publish(shared_message m, relayed_handler on_relayed) {
     ++stats_.publishes;
     const std::size_t local = hub_.publish_local(m);
     stats_.deliveries += local;
+    if (channel_->full()) {
+        // The supervisor is not keeping up with this worker: other workers miss this one, counted.
+        if ((stats_.publish_drops & (stats_.publish_drops - 1)) == 0)
+            spdlog::warn("channel to the supervisor is full; publish to '{}' reached local subscribers only "
+                         "({} such so far)", m->channel, stats_.publish_drops + 1);
+        ++stats_.publish_drops;
+        if (on_relayed)
+            on_relayed(std::nullopt);
+        return;
+    }
     std::uint32_t request_id = 0;
     if (on_relayed) {
         // Ids wrap; a stale id still pending after 2^32 publishes is not a practical concern.

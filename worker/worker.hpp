@@ -39,6 +39,7 @@ struct worker_stats {
     std::uint64_t deliveries = 0;     // messages handed to local subscribers
     std::uint64_t slow_consumer_disconnects = 0;
     std::uint64_t send_queue_drops = 0; // messages dropped from the queues of cut-off consumers
+    std::uint64_t publish_drops = 0;    // publishes not sent on: the channel to the supervisor was full
 };
 
 // Runs the worker process to completion; returns its exit code.

@@ -314,7 +314,7 @@ TEST(StaticFilesEmbedded, ServesDemoPage) {
     ASSERT_TRUE(std::holds_alternative<sw::string_response>(res));
     EXPECT_EQ(status_of(res), http::status::ok);
     const auto body = body_of(res);
-    EXPECT_NE(body.find("<title>sockherd</title>"), std::string::npos);
+    EXPECT_NE(body.find("<title>sockherd chat</title>"), std::string::npos);
     EXPECT_EQ(header(res, http::field::content_type), "text/html; charset=utf-8");
     EXPECT_EQ(header(res, http::field::content_length), std::to_string(body.size()));
     EXPECT_EQ(header(res, "X-Content-Type-Options"), "nosniff");
