@@ -131,12 +131,13 @@ void supervisor::on_slot_load_changed(worker_slot&) {}
 // The relay keeps the order in which this slot's channel delivered its publishes.
 void supervisor::on_slot_publish(worker_slot& from, ipc::publish_msg&& p) {
     const auto& targets = interest_.slots_for(p.message->channel);
+    const bool include_origin = p.flags & ipc::publish_msg::include_origin;
     std::uint32_t relayed = 0;
-    if (!(targets.empty() || (targets.size() == 1 && targets[0] == from.id()))) {
+    if (!(targets.empty() || (!include_origin && targets.size() == 1 && targets[0] == from.id()))) {
         relay_frame_.clear();
         ipc::encode(ipc::relay_msg{std::move(p.message)}, relay_frame_);
         for (const auto id : targets) {
-            if (id == from.id() || id >= slots_.size())
+            if ((id == from.id() && !include_origin) || id >= slots_.size())
                 continue;
             if (slots_[id]->send_relay(relay_frame_))
                 ++relayed;

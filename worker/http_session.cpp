@@ -165,14 +165,15 @@ void http_session::handle_publish(std::string_view path) {
     }
     auto message = std::get<shared_message>(std::move(checked));
     std::string channel = message->channel;
-    worker_.publish(std::move(message), [self = shared_from_this(), channel](std::optional<std::uint32_t> workers) {
+    auto on_relayed = [self = shared_from_this(), channel](std::optional<std::uint32_t> workers) {
         const request& r = self->parser_->get();
         if (!workers)
             return self->send(make_response(r, http::status::service_unavailable,
                                             "{\"error\":\"the supervisor did not confirm the relay\"}\n",
                                             "application/json"));
         self->send(publish_api::accepted(r, channel, *workers));
-    });
+    };
+    worker_.publish(std::move(message), worker::delivery::through_supervisor, std::move(on_relayed));
 }
 
 response http_session::handle_healthz(const request& req) const {

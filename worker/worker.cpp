@@ -205,10 +205,13 @@ void worker::unsubscribe(const std::string& channel, subscriber& s) {
         schedule_interest_flush();
 }
 
-void worker::publish(shared_message m, relayed_handler on_relayed) {
+void worker::publish(shared_message m, delivery how, relayed_handler on_relayed) {
     ++stats_.publishes;
-    const std::size_t local = hub_.publish_local(m);
-    stats_.deliveries += local;
+    std::size_t local = 0;
+    if (how == delivery::local_first) {
+        local = hub_.publish_local(m);
+        stats_.deliveries += local;
+    }
     if (channel_->full()) {
         // The supervisor is not keeping up with this worker: other workers miss this one, counted.
         if ((stats_.publish_drops & (stats_.publish_drops - 1)) == 0)
@@ -239,7 +242,8 @@ void worker::publish(shared_message m, relayed_handler on_relayed) {
         });
         pending_publishes_.emplace(request_id, pending_publish{std::move(on_relayed), local > 0, std::move(timer)});
     }
-    channel_->send(ipc::publish_msg{request_id, std::move(m)});
+    const std::uint8_t flags = how == delivery::through_supervisor ? ipc::publish_msg::include_origin : 0;
+    channel_->send(ipc::publish_msg{request_id, flags, std::move(m)});
 }
 
 void worker::on_publish_ack(std::uint32_t request_id, std::uint32_t workers) {

@@ -66,12 +66,16 @@ public:
     // Pub/sub. subscribe/unsubscribe must not be called from inside subscriber::deliver().
     void subscribe(const std::string& channel, subscriber& s);
     void unsubscribe(const std::string& channel, subscriber& s);
-    // Delivers `m` to local subscribers (the publisher's own session included) and sends it once
-    // to the supervisor for the other workers. `on_relayed`, if given, gets the number of workers
-    // that received it (this one counted when it has subscribers), or nullopt if the supervisor
-    // did not answer in time.
+    // delivery::local_first: deliver `m` to local subscribers now (the publisher's own session
+    // included) and send it once to the supervisor for the other workers: the fastest path, and
+    // one WebSocket publisher's messages stay in order everywhere.
+    // delivery::through_supervisor: every worker, this one included, gets it from the supervisor,
+    // so publishes from one source that land on different workers (HTTP) keep their order.
+    // `on_relayed`, if given, gets the number of workers that received it, or nullopt if it could
+    // not be passed on (channel full, or no answer in time).
+    enum class delivery { local_first, through_supervisor };
     using relayed_handler = std::function<void(std::optional<std::uint32_t> workers)>;
-    void publish(shared_message m, relayed_handler on_relayed = nullptr);
+    void publish(shared_message m, delivery how = delivery::local_first, relayed_handler on_relayed = nullptr);
     // Runs `f` once every subscription made so far is live node-wide (interest acknowledged by
     // the supervisor); at once if nothing is in flight.
     void after_interest_confirmed(std::function<void()> f);

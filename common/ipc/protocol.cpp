@@ -181,6 +181,7 @@ bool get_names(reader& r, std::vector<std::string>& names, std::size_t& budget) 
 
 void encode_payload(writer& w, const publish_msg& m) {
     w.u32(m.request_id);
+    w.u8(m.flags);
     put_message(w, *m.message);
 }
 void encode_payload(writer& w, const relay_msg& m) { put_message(w, *m.message); }
@@ -204,6 +205,9 @@ bool get_shared_message(reader& r, shared_message& out) {
 }
 bool decode_payload(reader& r, publish_msg& m) {
     m.request_id = r.u32();
+    m.flags = r.u8();
+    if (m.flags & ~publish_msg::include_origin)
+        return false;
     return get_shared_message(r, m.message);
 }
 bool decode_payload(reader& r, relay_msg& m) { return get_shared_message(r, m.message); }

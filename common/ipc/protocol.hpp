@@ -115,7 +115,14 @@ struct drained_msg {};
 // Worker -> supervisor: a message published on this worker (already delivered locally).
 // A non-zero request_id asks for a publish_ack (the HTTP publish API reports the count).
 struct publish_msg {
+    enum flag : std::uint8_t {
+        // Relay to the publishing worker too (it did not deliver locally). HTTP publishes use it:
+        // one backend's requests may land on different workers, and only the supervisor's single
+        // order keeps them in sequence everywhere.
+        include_origin = 1,
+    };
     std::uint32_t request_id = 0;
+    std::uint8_t flags = 0;
     shared_message message; // never null in a valid message
 };
 

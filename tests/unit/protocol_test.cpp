@@ -172,8 +172,10 @@ shared_message make(std::string channel, payload_kind kind, std::string payload)
 
 TEST(protocol, pubsub_messages_round_trip) {
     std::string bin("\0\x01\xff", 3);
-    auto p = std::get<publish_msg>(round_trip(publish_msg{77, make("room.1", payload_kind::binary, bin)}).msg);
+    auto p = std::get<publish_msg>(
+        round_trip(publish_msg{77, publish_msg::include_origin, make("room.1", payload_kind::binary, bin)}).msg);
     EXPECT_EQ(p.request_id, 77u);
+    EXPECT_EQ(p.flags, publish_msg::include_origin);
     EXPECT_EQ(p.message->channel, "room.1");
     EXPECT_EQ(p.message->kind, payload_kind::binary);
     EXPECT_EQ(p.message->payload, bin);
