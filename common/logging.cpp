@@ -1,5 +1,7 @@
 #include "common/logging.hpp"
 
+#include <iterator>
+
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -45,6 +47,18 @@ public:
     }
 };
 
+// The level as the config names it (spdlog says "warning" and "critical" for two of them).
+class level_flag : public spdlog::custom_flag_formatter {
+public:
+    void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+        static constexpr std::string_view names[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+        const auto i = static_cast<std::size_t>(msg.level);
+        const std::string_view name = i < std::size(names) ? names[i] : "?";
+        dest.append(name.data(), name.data() + name.size());
+    }
+    std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<level_flag>(); }
+};
+
 } // namespace
 
 void init_logging(const std::string& process_name, log_format format) {
@@ -52,10 +66,10 @@ void init_logging(const std::string& process_name, log_format format) {
     auto logger = std::make_shared<spdlog::logger>(process_name, sink);
     auto formatter = std::make_unique<spdlog::pattern_formatter>();
     if (format == log_format::json) {
-        formatter->add_flag<json_message_flag>('*').set_pattern(
-            R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","process":"%n","pid":%P,"level":"%l","msg":"%*"})");
+        formatter->add_flag<json_message_flag>('*').add_flag<level_flag>('L').set_pattern(
+            R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","process":"%n","pid":%P,"level":"%L","msg":"%*"})");
     } else {
-        formatter->set_pattern("%Y-%m-%d %H:%M:%S.%e [%n] %^%l%$: %v");
+        formatter->add_flag<level_flag>('L').set_pattern("%Y-%m-%d %H:%M:%S.%e [%n] %^%L%$: %v");
     }
     logger->set_formatter(std::move(formatter));
     const auto level = spdlog::default_logger() ? spdlog::default_logger()->level() : spdlog::level::info;

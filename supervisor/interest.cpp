@@ -4,6 +4,22 @@
 
 namespace sockherd::supervisor {
 
+namespace {
+
+// Takes `slot` off `channel`'s list, and the channel off the map once nobody wants it.
+void drop(std::unordered_map<std::string, std::vector<interest_registry::slot_id>>& by_channel,
+          interest_registry::slot_id slot, const std::string& channel) {
+    const auto c = by_channel.find(channel);
+    if (c == by_channel.end())
+        return;
+    auto& slots = c->second;
+    slots.erase(std::remove(slots.begin(), slots.end(), slot), slots.end());
+    if (slots.empty())
+        by_channel.erase(c);
+}
+
+} // namespace
+
 void interest_registry::add(slot_id slot, const std::string& channel) {
     if (!by_slot_[slot].insert(channel).second)
         return;
@@ -14,28 +30,15 @@ void interest_registry::remove(slot_id slot, const std::string& channel) {
     const auto s = by_slot_.find(slot);
     if (s == by_slot_.end() || s->second.erase(channel) == 0)
         return;
-    const auto c = by_channel_.find(channel);
-    if (c == by_channel_.end())
-        return;
-    auto& slots = c->second;
-    slots.erase(std::remove(slots.begin(), slots.end(), slot), slots.end());
-    if (slots.empty())
-        by_channel_.erase(c);
+    drop(by_channel_, slot, channel);
 }
 
 void interest_registry::forget(slot_id slot) {
     const auto s = by_slot_.find(slot);
     if (s == by_slot_.end())
         return;
-    for (const auto& channel : s->second) {
-        const auto c = by_channel_.find(channel);
-        if (c == by_channel_.end())
-            continue;
-        auto& slots = c->second;
-        slots.erase(std::remove(slots.begin(), slots.end(), slot), slots.end());
-        if (slots.empty())
-            by_channel_.erase(c);
-    }
+    for (const auto& channel : s->second)
+        drop(by_channel_, slot, channel);
     by_slot_.erase(s);
 }
 
