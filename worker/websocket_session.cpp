@@ -198,11 +198,15 @@ void websocket_session::enqueue(out_frame f) {
         // delivery loop, though: closing waits for the next event-loop turn.
         auto& stats = worker_.stats();
         ++stats.slow_consumer_disconnects;
-        stats.send_queue_drops += queue_.size();
         spdlog::info("{}: send queue over send_queue_limit ({} bytes); disconnecting a slow consumer with 1008",
                      peer_.address().to_string(), limit);
-        queue_.clear();
-        queued_bytes_ = 0;
+        // Drop what waits, but not the frame being written: the write still reads its bytes.
+        const std::size_t keep = writing_ ? 1 : 0;
+        stats.send_queue_drops += queue_.size() - keep;
+        while (queue_.size() > keep) {
+            queued_bytes_ -= queue_.back().bytes.size();
+            queue_.pop_back();
+        }
         close_pending_ = websocket::close_reason(websocket::close_code::policy_error, "slow consumer");
         net::post(ws_.get_executor(), [self = shared_from_this()] {
             if (!self->writing_)

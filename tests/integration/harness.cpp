@@ -713,6 +713,8 @@ error_code ws_client::connect(std::uint16_t port, std::string_view target, milli
     const auto ep = loopback(port);
     if (auto ec = run_op(ioc_, lowest, timeout, [&](auto handler) { lowest.async_connect(ep, std::move(handler)); }))
         return ec;
+    error_code nodelay_ec; // as browsers do: small messages go out at once, not after delayed ACKs
+    lowest.socket().set_option(tcp::no_delay(true), nodelay_ec);
     ws_.set_option(websocket::stream_base::decorator([headers](websocket::request_type& req) {
         req.set(http::field::user_agent, "sockherd-integration-tests");
         for (const auto& [k, v] : headers)
