@@ -1,0 +1,140 @@
+// sockherd-loadgen: a WebSocket load generator for sockherd and the servers it is compared with.
+// main parses the command line and dispatches to one process (run_shard) or several (run_forked);
+// it prints one JSON line with the parameters and the numbers.
+
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "bench/driver.hpp"
+#include "bench/procs.hpp"
+#include "bench/results.hpp"
+#include "bench/scenario.hpp"
+
+namespace {
+
+using namespace sockherd;
+using namespace sockherd::bench;
+
+// Connections are the load: take as many descriptors as the hard limit allows.
+void raise_fd_limit() {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+double seconds_of(const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6; }
+
+// This process's CPU time plus that of its reaped children (the --procs processes).
+cpu_usage cpu_used() {
+    cpu_usage c;
+    for (const int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+        rusage ru{};
+        if (::getrusage(who, &ru) == 0) {
+            c.user_s += seconds_of(ru.ru_utime);
+            c.sys_s += seconds_of(ru.ru_stime);
+        }
+    }
+    return c;
+}
+
+// "127.0.0.1:8080" or "[::1]:8080".
+tcp::endpoint parse_endpoint(const std::string& text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0)
+        throw std::invalid_argument("--target must be ADDRESS:PORT, got \"" + text + "\"");
+    std::string host = text.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    const auto port = std::stoul(text.substr(colon + 1));
+    if (port == 0 || port > 65535)
+        throw std::invalid_argument("--target port out of range: " + text);
+    return tcp::endpoint(net::ip::make_address(host), static_cast<std::uint16_t>(port));
+}
+
+std::string scenario_list() {
+    std::string s = "Scenarios:\n";
+    for (const auto& info : scenarios())
+        s += "  " + std::string(info.name) + ": " + std::string(info.summary) + "\n";
+    return s;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"sockherd-loadgen: WebSocket load generator; prints one JSON line of results", "sockherd-loadgen"};
+    app.footer(scenario_list());
+    options opt;
+    app.add_option("--scenario,-s", opt.scenario, "What load to generate")->required();
+    app.add_option("--target,-t", opt.target_text, "Server address, ADDRESS:PORT")->required();
+    app.add_option("--path", opt.path, "WebSocket path")->capture_default_str();
+    app.add_option("--host", opt.host_header, "Host header (default: the target)");
+    app.add_option("--duration,-d", opt.duration_s, "Measured window, seconds")
+        ->check(CLI::Range(0.1, 86400.0))
+        ->capture_default_str();
+    app.add_option("--concurrency,-c", opt.concurrency, "connect: loops opening and closing sessions")
+        ->check(CLI::Range(1u, 1000000u))
+        ->capture_default_str();
+    app.add_option("--connections", opt.connections, "echo: WebSocket connections")
+        ->check(CLI::Range(1u, 10000000u))
+        ->capture_default_str();
+    app.add_option("--inflight", opt.inflight, "echo: messages in flight per connection")
+        ->check(CLI::Range(1u, 1000000u))
+        ->capture_default_str();
+    app.add_option("--size", opt.size, "echo: message payload bytes")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{16} << 20))
+        ->capture_default_str();
+    app.add_option("--procs,-p", opt.procs, "Load generator processes (one single-threaded io_context each)")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
+    app.add_option("--sources", opt.sources,
+                   "Bind client sockets to 127.0.0.1 .. 127.0.0.K round-robin (0: let the kernel choose)")
+        ->check(CLI::Range(0u, (1u << 24) - 2))
+        ->capture_default_str();
+    app.add_option("--connect-timeout", opt.connect_timeout_s, "Seconds per TCP connect, handshake and close")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    app.add_option("--setup-timeout", opt.setup_timeout_s, "Seconds to open every connection before the window")
+        ->check(CLI::Range(0.1, 86400.0))
+        ->capture_default_str();
+    app.add_option("--drain-timeout", opt.drain_timeout_s, "Seconds after the window for replies and closes")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+
+    try {
+        if (find_scenario(opt.scenario) == nullptr)
+            throw std::invalid_argument("unknown scenario \"" + opt.scenario + "\"\n" + scenario_list());
+        opt.target = parse_endpoint(opt.target_text);
+        if (opt.host_header.empty())
+            opt.host_header = opt.target_text;
+        if (opt.sources > 0 && !(opt.target.address().is_v4() && opt.target.address().is_loopback()))
+            throw std::invalid_argument("--sources binds to 127.0.0.x, so the target must be in 127.0.0.0/8 "
+                                        "(use --sources 0 for other targets)");
+        if (opt.procs > std::max(opt.concurrency, opt.connections))
+            throw std::invalid_argument("--procs is larger than the number of loops or connections");
+
+        raise_fd_limit();
+        ::signal(SIGPIPE, SIG_IGN);
+        const auto started = std::chrono::steady_clock::now();
+        const run_result r = opt.procs == 1 ? run_shard(opt, make_shards(opt).front(), {}) : run_forked(opt);
+        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        std::printf("%s\n", to_json(opt, r, cpu_used(), wall).c_str());
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "sockherd-loadgen: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,44 @@
+#pragma once
+// A scenario is one kind of load (connect churn, echo, and later fan-out, idle memory, …). One
+// instance lives in each load generator process and runs on that process's io_context. Adding a
+// scenario = one .cpp with a make_… function and one line in scenarios() (scenario.cpp).
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "bench/load_context.hpp"
+
+namespace sockherd::bench {
+
+class scenario {
+public:
+    virtual ~scenario() = default;
+
+    // Opens what must exist before the window (echo: every connection), then calls ready once,
+    // on the io_context. Every step must be bounded by the options' timeouts.
+    virtual void prepare(std::function<void()> ready) = 0;
+    // The window has just been opened (load_context::open_window): start the load.
+    virtual void start() = 0;
+    // The window has ended: start nothing new, finish or close what is open within
+    // options::drain_timeout, and leave no work on the io_context.
+    virtual void stop() = 0;
+    // Last resort after stop() overran: close every socket now, so pending operations complete
+    // with operation_aborted.
+    virtual void abort() = 0;
+};
+
+struct scenario_info {
+    std::string_view name;
+    std::string_view summary;
+    std::unique_ptr<scenario> (*make)(load_context&);
+};
+
+std::span<const scenario_info> scenarios();
+const scenario_info* find_scenario(std::string_view name);
+
+std::unique_ptr<scenario> make_connect_scenario(load_context& ctx);
+std::unique_ptr<scenario> make_echo_scenario(load_context& ctx);
+
+} // namespace sockherd::bench
