@@ -208,6 +208,33 @@ private:
     mutable std::vector<pid_t> seen_workers_;
 };
 
+// Collects failures from several threads; the first few are kept verbatim.
+class failure_log {
+public:
+    void add(std::string what) {
+        std::lock_guard lock(mutex_);
+        ++count_;
+        if (samples_.size() < 10)
+            samples_.push_back(std::move(what));
+    }
+    std::size_t count() const {
+        std::lock_guard lock(mutex_);
+        return count_;
+    }
+    std::string str() const {
+        std::lock_guard lock(mutex_);
+        std::string s = std::to_string(count_) + " failure(s)";
+        for (const auto& f : samples_)
+            s += "\n  " + f;
+        return s;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::size_t count_ = 0;
+    std::vector<std::string> samples_;
+};
+
 // ---- clients ---------------------------------------------------------------------------------
 
 struct http_reply {

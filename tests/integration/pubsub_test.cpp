@@ -63,32 +63,6 @@ config_text pubsub_config(const pubsub_options& o = pubsub_options()) {
 
 // ---- small tools ---------------------------------------------------------------------------------
 
-// Collects failures from several threads; the first few are kept verbatim.
-class failure_log {
-public:
-    void add(std::string what) {
-        std::lock_guard lock(mutex_);
-        ++count_;
-        if (samples_.size() < 10)
-            samples_.push_back(std::move(what));
-    }
-    std::size_t count() const {
-        std::lock_guard lock(mutex_);
-        return count_;
-    }
-    std::string str() const {
-        std::lock_guard lock(mutex_);
-        std::string s = std::to_string(count_) + " failure(s)";
-        for (const auto& f : samples_)
-            s += "\n  " + f;
-        return s;
-    }
-
-private:
-    mutable std::mutex mutex_;
-    std::size_t count_ = 0;
-    std::vector<std::string> samples_;
-};
 
 // Runs fn(0..n-1) on `threads` threads; item i goes to thread i % threads.
 void parallel_for(std::size_t n, std::size_t threads, const std::function<void(std::size_t)>& fn) {
@@ -496,10 +470,9 @@ TEST(pubsub, fan_in_order_exactly_once) {
     RecordProperty("deliveries_ms",
                    static_cast<int>(std::chrono::duration_cast<milliseconds>(clock::now() - t0).count()));
 
-    // Then nothing more: whatever was still on its way has had time to arrive.
-    std::this_thread::sleep_for(200ms);
+    // Then nothing more: each client waits a while for a message that must not come.
     parallel_for(clients.size(), 4, [&](std::size_t i) {
-        if (auto why = expect_quiet(*clients[i], 100ms); !why.empty())
+        if (auto why = expect_quiet(*clients[i], 300ms); !why.empty())
             failures.add("client " + std::to_string(i) + ": " + why);
     });
     EXPECT_EQ(failures.count(), 0u) << failures.str();
@@ -554,9 +527,8 @@ TEST(pubsub, http_publish_in_order) {
     });
     EXPECT_EQ(failures.count(), 0u) << failures.str();
 
-    std::this_thread::sleep_for(200ms);
     parallel_for(subs.size(), 3, [&](std::size_t i) {
-        if (auto why = expect_quiet(*subs[i], 100ms); !why.empty())
+        if (auto why = expect_quiet(*subs[i], 300ms); !why.empty())
             failures.add("subscriber " + std::to_string(i) + ": " + why);
     });
     EXPECT_EQ(failures.count(), 0u) << failures.str();
