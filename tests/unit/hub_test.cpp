@@ -1,6 +1,7 @@
 #include "worker/hub.hpp"
 
 #include <algorithm>
+#include <functional>
 
 #include <gtest/gtest.h>
 
@@ -115,6 +116,66 @@ TEST(hub, many_subscribers_leave_in_any_order) {
     for (std::size_t i = 0; i < subs.size(); ++i)
         EXPECT_EQ(subs[i].got.size(), i % 2 ? 1u : 0u) << i;
 }
+
+} // namespace
+} // namespace sockherd::worker
+
+namespace sockherd::worker {
+namespace {
+
+// A subscriber that leaves the channel when it receives a message, the way a session cut off as
+// a slow consumer does: not from inside deliver() (forbidden), but deferred to after the loop.
+struct leaving_subscriber final : subscriber {
+    std::vector<std::function<void()>>* deferred = nullptr;
+    hub* h = nullptr;
+    int got = 0;
+    wire_format format() const override { return wire_format::raw; }
+    void deliver(const broadcast&) override {
+        ++got;
+        deferred->push_back([this] { h->unsubscribe("c", *this); });
+    }
+};
+
+TEST(hub, subscribers_leaving_after_a_delivery_do_not_disturb_it) {
+    hub h;
+    std::vector<std::function<void()>> deferred;
+    std::vector<leaving_subscriber> subs(10);
+    for (auto& s : subs) {
+        s.deferred = &deferred;
+        s.h = &h;
+        h.subscribe("c", s);
+    }
+    EXPECT_EQ(h.take_interest().added, std::vector<std::string>{"c"});
+    EXPECT_EQ(h.publish_local(msg("c", "x")), 10u);
+    for (auto& s : subs)
+        EXPECT_EQ(s.got, 1);
+    for (auto& f : deferred)
+        f();
+    EXPECT_EQ(h.subscriber_count("c"), 0u);
+    EXPECT_EQ(h.publish_local(msg("c", "y")), 0u);
+    EXPECT_EQ(h.take_interest().removed, std::vector<std::string>{"c"});
+}
+
+struct reentrant_subscriber final : subscriber {
+    hub* h = nullptr;
+    wire_format format() const override { return wire_format::raw; }
+    void deliver(const broadcast&) override { h->unsubscribe("c", *this); }
+};
+
+#ifndef NDEBUG
+TEST(hub_death, unsubscribing_from_inside_deliver_is_caught) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            hub h;
+            reentrant_subscriber s;
+            s.h = &h;
+            h.subscribe("c", s);
+            h.publish_local(msg("c", "x"));
+        },
+        "from inside deliver");
+}
+#endif
 
 } // namespace
 } // namespace sockherd::worker
