@@ -221,8 +221,11 @@ void worker_slot::on_message(ipc::message&& m) {
 
 void worker_slot::on_channel_error(error_code ec, std::string_view what) {
     // A worker that exits closes its end; if it left our last messages unread the kernel reports
-    // that as a reset. Either way the process is on its way out: SIGCHLD finishes the story.
-    const bool peer_gone = ec == net::error::eof || ec == net::error::connection_reset;
+    // that as a reset, and a send to it fails with EPIPE. Either way the process is on its way
+    // out: SIGCHLD finishes the story.
+    // A send can find the peer gone (EPIPE) before a read sees it (EOF): the same event.
+    const bool peer_gone =
+        ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe;
     if (peer_gone && state_ == slot_state::draining) {
         spdlog::debug("worker {}: channel closed while draining ({})", id_, what);
         return;

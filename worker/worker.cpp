@@ -120,7 +120,7 @@ void worker::on_message(ipc::message&& m) {
 }
 
 void worker::on_channel_error(error_code ec, std::string_view what) {
-    if (ec == net::error::eof || ec == net::error::connection_reset)
+    if (ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe)
         spdlog::warn("the supervisor closed our channel; exiting");
     else
         spdlog::error("channel to the supervisor failed: {}: {}; exiting", what, ec.message());
