@@ -7,8 +7,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdint>
 #include <exception>
+#include <map>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
@@ -60,6 +63,32 @@ tcp::endpoint parse_endpoint(const std::string& text) {
     return tcp::endpoint(net::ip::make_address(host), static_cast<std::uint16_t>(port));
 }
 
+// fanout: moves the "fanout.*" counters out of the errors into their own JSON fields, and adds
+// delivered, lost (= sent x subscribers - delivered) and the publisher's own receipts.
+std::string add_fanout_fields(run_result& r, std::string& extra) {
+    std::map<std::string, std::uint64_t> c;
+    for (auto it = r.errors.begin(); it != r.errors.end();) {
+        if (std::string_view(it->first).starts_with(fanout_counter_prefix)) {
+            c[it->first.substr(fanout_counter_prefix.size())] = it->second;
+            it = r.errors.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    const std::uint64_t expected = c["sent"] * c["subscribers"];
+    const std::uint64_t delivered = r.count;
+    const std::int64_t lost = static_cast<std::int64_t>(expected) - static_cast<std::int64_t>(delivered);
+    extra = ",\"fanout_rate\":" + std::to_string(fanout_config().rate) +
+            ",\"grace_s\":" + std::to_string(fanout_config().grace_s) +
+            ",\"subscribers\":" + std::to_string(c["subscribers"]) + ",\"sent\":" + std::to_string(c["sent"]) +
+            ",\"delivered\":" + std::to_string(delivered) + ",\"expected\":" + std::to_string(expected) +
+            ",\"lost\":" + std::to_string(lost) + ",\"dup\":" + std::to_string(c["dup"]) +
+            ",\"out_of_order\":" + std::to_string(c["out_of_order"]) +
+            ",\"malformed\":" + std::to_string(c["malformed"]) +
+            ",\"publisher_received\":" + std::to_string(c["self"]);
+    return extra;
+}
+
 std::string scenario_list() {
     std::string s = "Scenarios:\n";
     for (const auto& info : scenarios())
@@ -83,7 +112,7 @@ int main(int argc, char** argv) {
     app.add_option("--concurrency,-c", opt.concurrency, "connect: loops opening and closing sessions")
         ->check(CLI::Range(1u, 1000000u))
         ->capture_default_str();
-    app.add_option("--connections", opt.connections, "echo: WebSocket connections")
+    app.add_option("--connections", opt.connections, "echo: WebSocket connections; fanout: subscribers")
         ->check(CLI::Range(1u, 10000000u))
         ->capture_default_str();
     app.add_option("--inflight", opt.inflight, "echo: messages in flight per connection")
@@ -91,6 +120,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--size", opt.size, "echo: message payload bytes")
         ->check(CLI::Range(std::size_t{0}, std::size_t{16} << 20))
+        ->capture_default_str();
+    app.add_option("--rate", fanout_config().rate, "fanout: publisher messages/s (0: closed loop, --inflight outstanding)")
+        ->check(CLI::Range(0.0, 10000000.0))
+        ->capture_default_str();
+    app.add_option("--grace", fanout_config().grace_s, "fanout: seconds subscribers keep reading after the last send")
+        ->check(CLI::Range(0.0, 3600.0))
         ->capture_default_str();
     app.add_option("--procs,-p", opt.procs, "Load generator processes (one single-threaded io_context each)")
         ->check(CLI::Range(1u, 256u))
@@ -126,12 +161,25 @@ int main(int argc, char** argv) {
         if (opt.procs > std::max(opt.concurrency, opt.connections))
             throw std::invalid_argument("--procs is larger than the number of loops or connections");
 
+        if (opt.scenario == "fanout") {
+            if (opt.size < 16)
+                throw std::invalid_argument("fanout: --size must be at least 16 (sequence number and send time)");
+            if (fanout_config().grace_s + 1 > opt.drain_timeout_s)
+                opt.drain_timeout_s = fanout_config().grace_s + 2;
+        }
+
         raise_fd_limit();
         ::signal(SIGPIPE, SIG_IGN);
         const auto started = std::chrono::steady_clock::now();
-        const run_result r = opt.procs == 1 ? run_shard(opt, make_shards(opt).front(), {}) : run_forked(opt);
+        run_result r = opt.procs == 1 ? run_shard(opt, make_shards(opt).front(), {}) : run_forked(opt);
         const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        std::printf("%s\n", to_json(opt, r, cpu_used(), wall).c_str());
+        std::string extra;
+        if (opt.scenario == "fanout")
+            add_fanout_fields(r, extra);
+        std::string json = to_json(opt, r, cpu_used(), wall);
+        if (!extra.empty() && !json.empty() && json.back() == '}')
+            json.insert(json.size() - 1, extra);
+        std::printf("%s\n", json.c_str());
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sockherd-loadgen: %s\n", e.what());

@@ -40,5 +40,17 @@ const scenario_info* find_scenario(std::string_view name);
 
 std::unique_ptr<scenario> make_connect_scenario(load_context& ctx);
 std::unique_ptr<scenario> make_echo_scenario(load_context& ctx);
+std::unique_ptr<scenario> make_fanout_scenario(load_context& ctx);
+
+// fan-out settings that have no field in options (set by main before any process is forked).
+struct fanout_settings {
+    double rate = 0;    // messages/s from the publisher; 0 = closed loop with --inflight outstanding
+    double grace_s = 2; // after the last send: how long subscribers keep reading before closing
+};
+fanout_settings& fanout_config();
+
+// The fan-out scenario passes its extra counters through run_result::errors (so they are merged
+// across --procs like any count) under this prefix; main moves them into their own JSON fields.
+inline constexpr std::string_view fanout_counter_prefix = "fanout.";
 
 } // namespace sockherd::bench
