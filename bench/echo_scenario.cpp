@@ -34,26 +34,8 @@ public:
     void open(std::function<void(bool)> done) {
         done_ = std::move(done);
         ws_.emplace(ctx_.ioc());
-        auto& stream = beast::get_lowest_layer(*ws_);
-        if (const auto ec = ctx_.open_socket(stream.socket())) {
-            ctx_.count_error("socket", ec);
-            return net::post(ctx_.ioc(), [self = shared_from_this()] { self->opened(false); });
-        }
-        stream.expires_after(ctx_.opt().connect_timeout());
-        stream.async_connect(ctx_.opt().target, [self = shared_from_this()](error_code ec) {
-            if (ec) {
-                self->ctx_.count_failed_connect(ec);
-                return self->opened(false);
-            }
-            beast::get_lowest_layer(*self->ws_).expires_never();
-            self->ctx_.configure(*self->ws_);
-            self->ws_->binary(true);
-            self->ws_->async_handshake(self->ctx_.host(), self->ctx_.opt().path, [self](error_code e) {
-                if (e)
-                    self->ctx_.count_error("handshake", e);
-                self->opened(!e);
-            });
-        });
+        auto self = shared_from_this();
+        ctx_.async_open(*ws_, self, [self](bool ok) { self->opened(ok); });
     }
 
     void start() {

@@ -1,4 +1,6 @@
 #pragma once
+
+#include <functional>
 // What every scenario in one load generator process shares: the io_context, the options, this
 // process's shard, the measured window, the results and the way client sockets are opened.
 // Owned by the driver (run_shard); single-threaded like everything on its io_context.
@@ -52,6 +54,33 @@ public:
         t.keep_alive_pings = false;
         ws.set_option(t);
         ws.read_message_max(64 * 1024 * 1024);
+    }
+
+    // Opens `ws` (a fresh websocket::stream over a beast::tcp_stream): socket from the next source
+    // address, connect and handshake under the connect timeout, errors counted. Calls
+    // done(true) once open, done(false) on any failure; `keep` stays alive until then.
+    template <class Stream, class Keep>
+    void async_open(Stream& ws, Keep keep, std::function<void(bool)> done) {
+        auto& stream = beast::get_lowest_layer(ws);
+        if (const auto ec = open_socket(stream.socket())) {
+            count_error("socket", ec);
+            return net::post(ioc_, [keep, done = std::move(done)] { done(false); });
+        }
+        stream.expires_after(opt_.connect_timeout());
+        stream.async_connect(opt_.target, [this, &ws, keep, done = std::move(done)](error_code ec) mutable {
+            if (ec) {
+                count_failed_connect(ec);
+                return done(false);
+            }
+            beast::get_lowest_layer(ws).expires_never();
+            configure(ws);
+            ws.binary(true);
+            ws.async_handshake(host(), opt_.path, [this, keep, done = std::move(done)](error_code e) {
+                if (e)
+                    count_error("handshake", e);
+                done(!e);
+            });
+        });
     }
 
 private:
