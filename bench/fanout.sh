@@ -71,18 +71,7 @@ fi
 [ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "build produced no $SOCKHERD or $LOADGEN"
 
 # ---- helpers -----------------------------------------------------------------------------
-port_in_use() {
-    hex=$(printf ':%04X' "$1")
-    awk -v p="$hex" 'substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-pick_port() {
-    for _ in $(seq 1 100); do
-        p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 10000))
-        if ! port_in_use "$p"; then echo "$p"; return 0; fi
-    done
-    return 1
-}
+. "$ROOT/bench/lib.sh" # port_in_use, pick_port
 
 # The load generator arguments of run $1 (paced|closed) at $2 subscribers; the target is added.
 loadgen_args() {
