@@ -7,17 +7,6 @@
 #include "worker/worker.hpp"
 
 namespace sockherd::worker {
-namespace {
-
-constexpr std::string_view server_name = "sockherd";
-
-template <class Message>
-void decorate(Message& m, unsigned slot) {
-    m.set(http::field::server, server_name);
-    m.set("X-Sockherd-Worker", std::to_string(slot));
-}
-
-} // namespace
 
 http_session::http_session(worker& w, tcp::socket socket, tcp::endpoint peer, std::uint16_t listener_id)
     : worker_(w), stream_(std::move(socket)), peer_(peer), listener_id_(listener_id), routes_(w.routes()) {}

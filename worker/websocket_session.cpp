@@ -44,10 +44,7 @@ void websocket_session::run(request req) {
     ws_.set_option(t);
     ws_.read_message_max(cfg.websocket.max_message_size);
     const unsigned slot = worker_.slot();
-    ws_.set_option(websocket::stream_base::decorator([slot](websocket::response_type& res) {
-        res.set(http::field::server, "sockherd");
-        res.set("X-Sockherd-Worker", std::to_string(slot));
-    }));
+    ws_.set_option(websocket::stream_base::decorator([slot](websocket::response_type& res) { decorate(res, slot); }));
 
     if (mode_ == ws_mode::pubsub_raw) {
         // Subscribed before the handshake answers: when the client sees 101, every message
