@@ -227,6 +227,15 @@ std::string expect_quiet(ws_client& c, milliseconds t) {
     return {};
 }
 
+// Every client waits `t` for a message that must not come; what does arrive is a failure.
+void expect_all_quiet(const std::vector<std::unique_ptr<ws_client>>& clients, std::string_view what,
+                      failure_log& failures, milliseconds t = 300ms) {
+    parallel_for(clients.size(), 4, [&](std::size_t i) {
+        if (auto why = expect_quiet(*clients[i], t); !why.empty())
+            failures.add(std::string(what) + " " + std::to_string(i) + ": " + why);
+    });
+}
+
 // Receives one message and compares it with an expected one (type and bytes).
 std::string expect_message(ws_client& c, std::string_view data, bool text, milliseconds timeout = default_timeout) {
     const auto m = c.receive(timeout);
@@ -471,10 +480,7 @@ TEST(pubsub, fan_in_order_exactly_once) {
                    static_cast<int>(std::chrono::duration_cast<milliseconds>(clock::now() - t0).count()));
 
     // Then nothing more: each client waits a while for a message that must not come.
-    parallel_for(clients.size(), 4, [&](std::size_t i) {
-        if (auto why = expect_quiet(*clients[i], 300ms); !why.empty())
-            failures.add("client " + std::to_string(i) + ": " + why);
-    });
+    expect_all_quiet(clients, "client", failures);
     EXPECT_EQ(failures.count(), 0u) << failures.str();
     n.assert_no_unexpected_errors();
 }
@@ -527,10 +533,7 @@ TEST(pubsub, http_publish_in_order) {
     });
     EXPECT_EQ(failures.count(), 0u) << failures.str();
 
-    parallel_for(subs.size(), 3, [&](std::size_t i) {
-        if (auto why = expect_quiet(*subs[i], 300ms); !why.empty())
-            failures.add("subscriber " + std::to_string(i) + ": " + why);
-    });
+    expect_all_quiet(subs, "subscriber", failures);
     EXPECT_EQ(failures.count(), 0u) << failures.str();
     n.assert_no_unexpected_errors();
 }
