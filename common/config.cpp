@@ -4,6 +4,7 @@
 #include "common/config.hpp"
 
 #include <fcntl.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +48,7 @@ constexpr std::uint64_t mib = 1024 * kib;
 constexpr std::uint64_t gib = 1024 * mib;
 constexpr std::size_t max_file_size = 16 * mib;
 constexpr unsigned max_workers = 1024;
+constexpr std::size_t max_unix_path = sizeof(sockaddr_un::sun_path) - 1;
 
 // Thrown by the readers below on the first problem; parse_config turns it into a config_error.
 struct rejection {
@@ -263,7 +265,17 @@ const toml::array& section_array(const toml::node& node, std::string_view key) {
 }
 
 void read_server(const toml::table& table, config& cfg) {
-    section s(table, "[server]", {"workers"});
+    section s(table, "[server]", {"workers", "control_socket"});
+    if (const auto* path = s.find("control_socket")) {
+        const auto& text = s.string_value(*path, "control_socket");
+        if (!text.empty() && text.front() != '/')
+            s.fail(*path, "control_socket", "must be an absolute path (or \"\" for none), got \"" + text + "\"");
+        if (text.size() > max_unix_path)
+            s.fail(*path, "control_socket",
+                   "a Unix socket path may be at most " + std::to_string(max_unix_path) + " bytes, got " +
+                       std::to_string(text.size()));
+        cfg.server.control_socket = text;
+    }
     const auto* node = s.find("workers");
     if (node == nullptr)
         return;
@@ -307,7 +319,8 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
 }
 
 void read_supervisor(const toml::table& table, config& cfg) {
-    section s(table, "[supervisor]", {"restart_backoff", "drain_timeout"});
+    section s(table, "[supervisor]",
+              {"restart_backoff", "drain_timeout", "heartbeat_interval", "watchdog_timeout", "max_worker_memory"});
     if (const auto* node = s.find("restart_backoff")) {
         const auto* inner = node->as_table();
         if (inner == nullptr)
@@ -322,6 +335,22 @@ void read_supervisor(const toml::table& table, config& cfg) {
                        format_duration(sup.restart_backoff_max) + ")");
     }
     s.read_duration("drain_timeout", cfg.supervisor.drain_timeout, section::zero::allowed);
+    auto& sup = cfg.supervisor;
+    const auto* beat = s.read_duration("heartbeat_interval", sup.heartbeat_interval, section::zero::rejected);
+    if (beat != nullptr && sup.heartbeat_interval < duration(50))
+        s.fail(*beat, "heartbeat_interval", "must be at least 50ms, got " + format_duration(sup.heartbeat_interval));
+    const auto* watchdog = s.read_duration("watchdog_timeout", sup.watchdog_timeout, section::zero::rejected);
+    if (sup.watchdog_timeout < 2 * sup.heartbeat_interval) {
+        // One late heartbeat must not cost a worker its life.
+        const auto* where = watchdog != nullptr ? watchdog : beat;
+        s.fail(*where, watchdog != nullptr ? "watchdog_timeout" : "heartbeat_interval",
+               "watchdog_timeout (" + format_duration(sup.watchdog_timeout) +
+                   ") must be at least twice heartbeat_interval (" + format_duration(sup.heartbeat_interval) + ")");
+    }
+    s.read_size("max_worker_memory", sup.max_worker_memory, 0, std::uint64_t{1} << 50);
+    if (sup.max_worker_memory != 0 && sup.max_worker_memory < 16 * 1024 * 1024)
+        s.fail(*s.find("max_worker_memory"), "max_worker_memory",
+               "must be 0 (no limit) or at least 16MiB, got " + format_size(sup.max_worker_memory));
 }
 
 void read_http(const toml::table& table, config& cfg) {
@@ -340,6 +369,42 @@ void read_websocket(const toml::table& table, config& cfg) {
     int max_subs = static_cast<int>(cfg.websocket.max_subscriptions);
     s.read_int("max_subscriptions", max_subs, 1, 100'000);
     cfg.websocket.max_subscriptions = static_cast<std::size_t>(max_subs);
+}
+
+void read_admin(const toml::table& table, config& cfg) {
+    section s(table, "[admin]", {"address", "token"});
+    if (const auto* node = s.find("token")) {
+        const auto& token = s.string_value(*node, "token");
+        if (token.size() > 512)
+            s.fail(*node, "token", "must be at most 512 characters");
+        for (char c : token)
+            if (c <= ' ' || c > '~')
+                s.fail(*node, "token", "may hold printable ASCII only, without spaces");
+        cfg.admin.token = token;
+    }
+    if (const auto* node = s.find("address"))
+        cfg.admin.address = s.string_value(*node, "address");
+    cfg.admin.endpoint.reset();
+    if (cfg.admin.address.empty())
+        return;
+    const auto* where = s.find("address");
+    auto endpoint = parse_address(cfg.admin.address);
+    if (!endpoint) {
+        if (where == nullptr)
+            reject(table.source(), "[admin] address: invalid address \"" + cfg.admin.address + "\"");
+        s.fail(*where, "address",
+               "invalid address \"" + cfg.admin.address + "\" (expected \"a.b.c.d:port\" or \"[v6]:port\", or \"\" for none)");
+    }
+    // The admin pages show the whole node (and `stop`-level control may follow): anyone who can
+    // reach a non-loopback address must prove they may.
+    if (!endpoint->address().is_loopback() && cfg.admin.token.empty()) {
+        const std::string why = "a non-loopback admin address (\"" + cfg.admin.address +
+                                "\") requires [admin] token to be set";
+        if (where == nullptr)
+            reject(table.source(), "[admin] address: " + why);
+        s.fail(*where, "address", why);
+    }
+    cfg.admin.endpoint = *endpoint;
 }
 
 void read_publish(const toml::table& table, config& cfg) {
@@ -403,7 +468,8 @@ std::vector<route_config> read_routes(const toml::array& tables) {
 // Overlays what `root` says onto `cfg`. Throws rejection on the first problem.
 void read_document(const toml::table& root, config& cfg) {
     static constexpr std::string_view known[] = {"server", "listener",  "scheduler", "supervisor",
-                                                 "http",   "websocket", "log",       "route", "publish"};
+                                                 "http",   "websocket", "log",       "route", "publish",
+                                                 "admin"};
     const toml::key* unknown = nullptr;
     for (auto&& [key, node] : root)
         if (std::find(std::begin(known), std::end(known), key.str()) == std::end(known) &&
@@ -442,6 +508,11 @@ void read_document(const toml::table& root, config& cfg) {
         cfg.routes = read_routes(section_array(*node, "route"));
     if (const auto* node = root.get("publish"))
         read_publish(section_table(*node, "publish"), cfg);
+    if (const auto* node = root.get("admin"))
+        read_admin(section_table(*node, "admin"), cfg);
+    for (const auto& l : cfg.listeners)
+        if (cfg.admin.endpoint && l.endpoint == *cfg.admin.endpoint)
+            reject(root.source(), "[admin] address \"" + cfg.admin.address + "\" is also a [[listener]] address");
 
     if (cfg.listeners.empty())
         reject(root.source(), "at least one [[listener]] is required");

@@ -41,6 +41,7 @@ struct route_config {
 struct config {
     struct server_section {
         unsigned workers = 0; // resolved: "auto" becomes the CPU count; always >= 1 after parsing
+        std::string control_socket = "/run/sockherd/control.sock"; // empty: no control socket
     } server;
 
     std::vector<listener_config> listeners; // at least one
@@ -53,7 +54,16 @@ struct config {
         duration restart_backoff_min{100};
         duration restart_backoff_max{10'000};
         duration drain_timeout{30'000};
+        duration heartbeat_interval{1'000};   // how often each worker reports
+        duration watchdog_timeout{10'000};    // no heartbeat for this long: the worker is killed
+        std::uint64_t max_worker_memory = 0;  // RSS over this: replaced gracefully; 0 = no limit
     } supervisor;
+
+    struct admin_section {
+        std::string address = "127.0.0.1:9090"; // as written; empty: no admin listener
+        std::optional<boost::asio::ip::tcp::endpoint> endpoint; // parsed from address
+        std::string token;                       // required of every request when set
+    } admin;
 
     struct http_section {
         std::uint64_t max_header_size = 16 * 1024;   // request line + headers

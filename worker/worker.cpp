@@ -29,6 +29,17 @@ void maybe_crash_for_test(unsigned slot) {
     }
 }
 
+// Resident set size from /proc/self/statm (pages); 0 if it cannot be read.
+std::uint64_t resident_bytes() {
+    std::FILE* f = std::fopen("/proc/self/statm", "re");
+    if (f == nullptr)
+        return 0;
+    unsigned long long size = 0, resident = 0;
+    const int n = std::fscanf(f, "%llu %llu", &size, &resident);
+    std::fclose(f);
+    return n == 2 ? resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
 } // namespace
 
 int run_worker(int channel_fd, unsigned slot) {
@@ -47,7 +58,7 @@ int run_worker(int channel_fd, unsigned slot) {
 worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
     : ioc_(ioc), slot_(slot), pid_(::getpid()),
       channel_(std::make_shared<ipc::channel>(ioc, std::move(channel_fd))), signals_(ioc, SIGTERM),
-      drain_timer_(ioc) {}
+      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()) {}
 
 int worker::run() {
     channel_->start({
@@ -62,7 +73,9 @@ int worker::run() {
         spdlog::info("SIGTERM: draining");
         begin_drain(config_ ? config_->supervisor.drain_timeout : std::chrono::milliseconds(30'000));
     });
+    install_test_hooks();
     ioc_.run();
+    heartbeat_timer_.cancel();
 
     // Unwind every session before the worker goes away: drop callbacks that hold sessions, abort
     // their sockets and let their handlers run to completion (each deregisters itself), bounded.
@@ -142,6 +155,75 @@ void worker::apply_config(ipc::config_msg&& m) {
     generation_ = m.generation;
     channel_->send(ipc::ready_msg{generation_, static_cast<std::uint32_t>(pid_)});
     spdlog::debug("generation {} applied", generation_);
+    send_heartbeat();
+    schedule_heartbeat();
+}
+
+// The supervisor's watchdog counts on these: a worker whose loop is stuck sends none.
+void worker::schedule_heartbeat() {
+    heartbeat_timer_.expires_after(config_->supervisor.heartbeat_interval);
+    heartbeat_timer_.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        send_heartbeat();
+        schedule_heartbeat();
+    });
+}
+
+void worker::send_heartbeat() {
+    ipc::heartbeat_msg h;
+    h.generation = generation_;
+    h.pid = static_cast<std::uint32_t>(pid_);
+    h.uptime_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::steady_clock::now() - started_at_)
+                                                 .count());
+    h.rss_bytes = resident_bytes();
+    h.connections = connections_.size();
+    h.ws_sessions = websockets_;
+    h.connections_total = stats_.connections_total;
+    h.ws_sessions_total = stats_.ws_sessions_total;
+    h.http_requests_total = stats_.http_requests;
+    h.messages_in_total = stats_.ws_messages_in;
+    h.messages_out_total = stats_.ws_messages_out;
+    h.bytes_in_total = stats_.bytes_in;
+    h.bytes_out_total = stats_.bytes_out;
+    h.send_queue_drops_total = stats_.send_queue_drops;
+    h.slow_consumer_disconnects_total = stats_.slow_consumer_disconnects;
+    h.publishes_total = stats_.publishes;
+    h.publish_drops_total = stats_.publish_drops;
+    h.deliveries_total = stats_.deliveries;
+    h.limit_hits_total = stats_.limit_hits;
+    h.bad_requests_total = stats_.bad_requests + stats_.bad_ops;
+    channel_->send(std::move(h));
+}
+
+// Test-only: with SOCKHERD_TEST_HOOKS=1, SIGUSR2 makes this worker allocate and touch
+// SOCKHERD_TEST_BLOAT_MB MiB (default 256) and keep it, so the tests can watch the supervisor
+// replace a worker that grew over max_worker_memory.
+void worker::install_test_hooks() {
+    const char* hooks = std::getenv("SOCKHERD_TEST_HOOKS");
+    if (hooks == nullptr || std::string_view(hooks) != "1")
+        return;
+    test_signals_ = std::make_unique<net::signal_set>(ioc_, SIGUSR2);
+    wait_test_signal();
+}
+
+void worker::wait_test_signal() {
+    test_signals_->async_wait([this](error_code ec, int) {
+        if (ec)
+            return;
+        std::size_t mib = 256;
+        if (const char* v = std::getenv("SOCKHERD_TEST_BLOAT_MB"))
+            mib = std::strtoul(v, nullptr, 10);
+        auto block = std::make_unique<char[]>(mib << 20);
+        for (std::size_t i = 0; i < (mib << 20); i += 4096)
+            block[i] = 1; // touch every page so it counts as resident
+        test_ballast_.push_back(std::move(block));
+        spdlog::warn("SOCKHERD_TEST_HOOKS: SIGUSR2: now holding {} MiB more on purpose", mib);
+        if (config_)
+            send_heartbeat();
+        wait_test_signal();
+    });
 }
 
 void worker::accept_handoff(ipc::handoff_msg&& m) {
@@ -349,6 +431,9 @@ void worker::exit_now(int code) {
     channel_->close();
     signals_.cancel();
     drain_timer_.cancel();
+    heartbeat_timer_.cancel();
+    if (test_signals_)
+        test_signals_->cancel();
     ioc_.stop();
 }
 

@@ -12,6 +12,7 @@
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "common/config.hpp"
 #include "common/ipc/channel.hpp"
@@ -88,6 +89,10 @@ private:
     void begin_drain(std::chrono::milliseconds timeout);
     void maybe_finish_drain();
     void report_load();
+    void send_heartbeat();
+    void schedule_heartbeat();
+    void install_test_hooks();
+    void wait_test_signal();
     void exit_now(int code);
     void schedule_interest_flush();
     void flush_interest();
@@ -103,6 +108,10 @@ private:
     std::uint64_t generation_ = 0;
     net::signal_set signals_;
     net::steady_timer drain_timer_;
+    net::steady_timer heartbeat_timer_;
+    std::chrono::steady_clock::time_point started_at_;
+    std::unique_ptr<net::signal_set> test_signals_;   // SIGUSR2 under SOCKHERD_TEST_HOOKS=1
+    std::vector<std::unique_ptr<char[]>> test_ballast_; // memory the test hook holds on purpose
 
     hub hub_;
     std::uint64_t interest_seq_sent_ = 0;

@@ -140,6 +140,11 @@ void encode_payload(writer& w, const load_msg& m) {
     w.u32(m.connections);
     w.u64(m.handoffs_received);
 }
+void encode_payload(writer& w, const heartbeat_msg& m) {
+    w.u64(m.generation);
+    w.u32(m.pid);
+    heartbeat_msg::for_each_counter(m, [&](std::uint64_t v) { w.u64(v); });
+}
 void encode_payload(writer&, const drained_msg&) {}
 void encode_payload(writer& w, const unknown_type_msg& m) { w.u16(m.type); }
 
@@ -259,6 +264,12 @@ bool decode_payload(reader& r, load_msg& m) {
     m.handoffs_received = r.u64();
     return true;
 }
+bool decode_payload(reader& r, heartbeat_msg& m) {
+    m.generation = r.u64();
+    m.pid = r.u32();
+    heartbeat_msg::for_each_counter(m, [&](std::uint64_t& v) { v = r.u64(); });
+    return true;
+}
 bool decode_payload(reader&, drained_msg&) { return true; }
 bool decode_payload(reader& r, unknown_type_msg& m) {
     m.type = r.u16();
@@ -293,6 +304,7 @@ message_type type_of(const message& m) {
             else if constexpr (std::is_same_v<T, publish_ack_msg>) return message_type::publish_ack;
             else if constexpr (std::is_same_v<T, interest_msg>) return message_type::interest;
             else if constexpr (std::is_same_v<T, interest_ack_msg>) return message_type::interest_ack;
+            else if constexpr (std::is_same_v<T, heartbeat_msg>) return message_type::heartbeat;
             else return message_type::unknown_type;
         },
         m);
@@ -313,6 +325,7 @@ std::string_view to_string(message_type t) {
     case message_type::publish_ack: return "publish_ack";
     case message_type::interest: return "interest";
     case message_type::interest_ack: return "interest_ack";
+    case message_type::heartbeat: return "heartbeat";
     }
     return "?";
 }
@@ -366,6 +379,7 @@ decode_result decode(std::span<const std::uint8_t> in) {
     case message_type::publish_ack: ok = decode_as<publish_ack_msg>(payload, res.msg); break;
     case message_type::interest: ok = decode_as<interest_msg>(payload, res.msg); break;
     case message_type::interest_ack: ok = decode_as<interest_ack_msg>(payload, res.msg); break;
+    case message_type::heartbeat: ok = decode_as<heartbeat_msg>(payload, res.msg); break;
     default:
         res.status = decode_status::unknown_type;
         return res;

@@ -16,7 +16,7 @@
 //   the channel; the supervisor then replaces the worker.
 //
 //   supervisor -> worker: config, handoff, drain, stop, relay, publish_ack, interest_ack
-//   worker -> supervisor: ready, load, drained, publish, interest
+//   worker -> supervisor: ready, load, drained, publish, interest, heartbeat
 //   either direction:     unknown_type
 //
 //   Pub/sub: a worker announces the channels it has local subscribers for (`interest`, deltas,
@@ -60,6 +60,7 @@ enum class message_type : std::uint16_t {
     drained = 66,
     publish = 67,
     interest = 68,
+    heartbeat = 69,
     unknown_type = 127,
 };
 
@@ -109,6 +110,44 @@ struct load_msg {
     std::uint64_t handoffs_received = 0;
 };
 
+// Worker -> supervisor: the worker is alive and this is what it has done, every
+// heartbeat_interval (and once at start). The supervisor's watchdog kills a worker whose
+// heartbeats stop. Counters named *_total only grow over the worker's life.
+struct heartbeat_msg {
+    std::uint64_t generation = 0;
+    std::uint32_t pid = 0;
+    std::uint64_t uptime_ms = 0;
+    std::uint64_t rss_bytes = 0;
+    std::uint64_t connections = 0;      // open now (HTTP and WebSocket)
+    std::uint64_t ws_sessions = 0;      // open now
+    std::uint64_t connections_total = 0;
+    std::uint64_t ws_sessions_total = 0;
+    std::uint64_t http_requests_total = 0;
+    std::uint64_t messages_in_total = 0;
+    std::uint64_t messages_out_total = 0;
+    std::uint64_t bytes_in_total = 0;
+    std::uint64_t bytes_out_total = 0;
+    std::uint64_t send_queue_drops_total = 0;
+    std::uint64_t slow_consumer_disconnects_total = 0;
+    std::uint64_t publishes_total = 0;
+    std::uint64_t publish_drops_total = 0;
+    std::uint64_t deliveries_total = 0;
+    std::uint64_t limit_hits_total = 0;
+    std::uint64_t bad_requests_total = 0;
+
+    // Every u64 counter in wire order: encode and decode both walk this one list.
+    template <class Self, class F>
+    static void for_each_counter(Self& m, F&& f) {
+        for (auto* field : {&m.uptime_ms, &m.rss_bytes, &m.connections, &m.ws_sessions, &m.connections_total,
+                            &m.ws_sessions_total, &m.http_requests_total, &m.messages_in_total,
+                            &m.messages_out_total, &m.bytes_in_total, &m.bytes_out_total,
+                            &m.send_queue_drops_total, &m.slow_consumer_disconnects_total, &m.publishes_total,
+                            &m.publish_drops_total, &m.deliveries_total, &m.limit_hits_total,
+                            &m.bad_requests_total})
+            f(*field);
+    }
+};
+
 // Worker -> supervisor: every connection is closed; the worker exits next.
 struct drained_msg {};
 
@@ -156,7 +195,7 @@ struct unknown_type_msg {
 
 using message = std::variant<config_msg, handoff_msg, drain_msg, stop_msg, ready_msg, load_msg,
                              drained_msg, unknown_type_msg, publish_msg, relay_msg, publish_ack_msg,
-                             interest_msg, interest_ack_msg>;
+                             interest_msg, interest_ack_msg, heartbeat_msg>;
 
 // Channels one interest message may name (added + removed); larger changes are split.
 inline constexpr std::size_t max_interest_channels = 4096;

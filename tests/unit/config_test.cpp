@@ -246,6 +246,45 @@ TEST(config, drain_timeout_may_be_zero_and_backoff_bounds_may_be_equal) {
     EXPECT_EQ(parse_ok("[supervisor]\nrestart_backoff = { max = \"1m\" }\n").supervisor.restart_backoff_min, 100ms);
 }
 
+TEST(config, health_and_admin_keys) {
+    const auto defaults = parse_ok("");
+    EXPECT_EQ(defaults.supervisor.heartbeat_interval, 1s);
+    EXPECT_EQ(defaults.supervisor.watchdog_timeout, 10s);
+    EXPECT_EQ(defaults.supervisor.max_worker_memory, 0u);
+    EXPECT_EQ(defaults.server.control_socket, "/run/sockherd/control.sock");
+    EXPECT_EQ(defaults.admin.address, "127.0.0.1:9090");
+    ASSERT_TRUE(defaults.admin.endpoint.has_value());
+    EXPECT_EQ(*defaults.admin.endpoint, endpoint("127.0.0.1", 9090));
+    EXPECT_EQ(defaults.admin.token, "");
+
+    const auto cfg = parse_ok(R"([server]
+control_socket = "/tmp/x/control.sock"
+[supervisor]
+heartbeat_interval = "250ms"
+watchdog_timeout = "500ms"
+max_worker_memory = "300MiB"
+[admin]
+address = "[::]:9191"
+token = "s3cret"
+)");
+    EXPECT_EQ(cfg.server.control_socket, "/tmp/x/control.sock");
+    EXPECT_EQ(cfg.supervisor.heartbeat_interval, 250ms);
+    EXPECT_EQ(cfg.supervisor.watchdog_timeout, 500ms);
+    EXPECT_EQ(cfg.supervisor.max_worker_memory, 300u * 1024 * 1024);
+    EXPECT_EQ(*cfg.admin.endpoint, endpoint("::", 9191));
+    EXPECT_EQ(cfg.admin.token, "s3cret");
+
+    // "" turns the admin listener and the control socket off.
+    const auto off = parse_ok("[server]\ncontrol_socket = \"\"\n[admin]\naddress = \"\"\n");
+    EXPECT_EQ(off.server.control_socket, "");
+    EXPECT_FALSE(off.admin.endpoint.has_value());
+    // A token alone keeps the default address; a token makes any address acceptable.
+    EXPECT_EQ(*parse_ok("[admin]\ntoken = \"t\"\n").admin.endpoint, endpoint("127.0.0.1", 9090));
+    EXPECT_TRUE(parse_ok("[admin]\naddress = \"0.0.0.0:9090\"\ntoken = \"t\"\n").admin.endpoint.has_value());
+    // Loopback v6 needs no token either.
+    EXPECT_TRUE(parse_ok("[admin]\naddress = \"[::1]:9090\"\n").admin.endpoint.has_value());
+}
+
 // One rejected file: where the error must point and what it must say.
 struct bad_file {
     const char* name;
@@ -361,6 +400,26 @@ const bad_file bad_files[] = {
      "[[route]] root: only allowed on a route with kind = \"static\""},
     {"relative_root", "[[route]]\npath = \"/\"\nkind = \"static\"\nroot = \"www\"\n", 4, 8,
      "[[route]] root: must be an absolute path, got \"www\""},
+    {"admin_public_without_token", "[admin]\naddress = \"0.0.0.0:9090\"\n", 2, 11,
+     "[admin] address: a non-loopback admin address (\"0.0.0.0:9090\") requires [admin] token to be set"},
+    {"admin_bad_address", "[admin]\naddress = \"localhost:9090\"\n", 2, 11,
+     "[admin] address: invalid address \"localhost:9090\"..."},
+    {"admin_token_with_space", "[admin]\ntoken = \"a b\"\n", 2, 9,
+     "[admin] token: may hold printable ASCII only, without spaces"},
+    {"admin_same_as_listener", "[[listener]]\naddress = \"127.0.0.1:9090\"\n", 1, 1,
+     "[admin] address \"127.0.0.1:9090\" is also a [[listener]] address"},
+    {"control_socket_relative", "[server]\ncontrol_socket = \"run/x.sock\"\n", 2, 18,
+     "[server] control_socket: must be an absolute path (or \"\" for none), got \"run/x.sock\""},
+    {"control_socket_too_long", "[server]\ncontrol_socket = \"/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"\n", 2, 18,
+     "[server] control_socket: a Unix socket path may be at most 107 bytes, got 124"},
+    {"heartbeat_too_fast", "[supervisor]\nheartbeat_interval = \"10ms\"\n", 2, 22,
+     "[supervisor] heartbeat_interval: must be at least 50ms, got 10ms"},
+    {"watchdog_below_two_heartbeats", "[supervisor]\nheartbeat_interval = \"1s\"\nwatchdog_timeout = \"1500ms\"\n", 3,
+     20, "[supervisor] watchdog_timeout: watchdog_timeout (1s500ms) must be at least twice heartbeat_interval (1s)"},
+    {"heartbeat_over_half_default_watchdog", "[supervisor]\nheartbeat_interval = \"6s\"\n", 2, 22,
+     "[supervisor] heartbeat_interval: watchdog_timeout (10s) must be at least twice heartbeat_interval (6s)"},
+    {"worker_memory_too_small", "[supervisor]\nmax_worker_memory = \"1MiB\"\n", 2, 21,
+     "[supervisor] max_worker_memory: must be 0 (no limit) or at least 16MiB, got 1MiB"},
     {"duplicate_route", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n[[route]]\nkind = \"static\"\npath = \"/a\"\n",
      6, 8, "[[route]] path: duplicate route \"/a\" (first on line 2)"},
 };

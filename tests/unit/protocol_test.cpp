@@ -59,6 +59,28 @@ TEST(protocol, small_messages_round_trip) {
     EXPECT_EQ(descriptor_count(drain_msg{}), 0u);
 }
 
+TEST(protocol, heartbeat_round_trip_keeps_every_counter_in_place) {
+    heartbeat_msg in;
+    in.generation = 3;
+    in.pid = 4242;
+    std::uint64_t next = 1;
+    // Distinct values, one of them over 32 bits, so a swapped or truncated field shows.
+    heartbeat_msg::for_each_counter(in, [&](std::uint64_t& v) {
+        v = (next << 33) + next;
+        ++next;
+    });
+    auto out = std::get<heartbeat_msg>(round_trip(in).msg);
+    EXPECT_EQ(out.generation, 3u);
+    EXPECT_EQ(out.pid, 4242u);
+    std::vector<std::uint64_t> a, b;
+    heartbeat_msg::for_each_counter(in, [&](std::uint64_t v) { a.push_back(v); });
+    heartbeat_msg::for_each_counter(out, [&](std::uint64_t v) { b.push_back(v); });
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(a.size(), 18u);
+    EXPECT_EQ(out.bad_requests_total, in.bad_requests_total);
+    EXPECT_EQ(out.uptime_ms, in.uptime_ms);
+}
+
 TEST(protocol, large_payload_round_trip) {
     std::string big(1024 * 1024 + 17, 'x');
     auto r = round_trip(config_msg{1, big});
