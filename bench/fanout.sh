@@ -111,6 +111,10 @@ PORT=$(pick_port) || die "no free port"
 cat >"$TMP/sockherd.toml" <<EOF
 [server]
 workers = 4
+control_socket = ""              # several nodes run side by side: no shared paths
+
+[admin]
+address = ""
 
 [[listener]]
 address = "127.0.0.1:$PORT"

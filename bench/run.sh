@@ -103,6 +103,10 @@ start_sockherd() {
         cat >"$CONFIG" <<EOF
 [server]
 workers = $sw_workers
+control_socket = ""              # several nodes run side by side: no shared paths
+
+[admin]
+address = ""
 
 [[listener]]
 address = "127.0.0.1:$PORT"

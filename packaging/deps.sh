@@ -4,8 +4,8 @@
 set -eu
 
 build_pkgs="g++ cmake make pkg-config libboost1.74-dev libboost-filesystem1.74-dev libspdlog-dev libfmt-dev
-libtomlplusplus-dev libcli11-dev nlohmann-json3-dev"
-test_pkgs="libgtest-dev libgmock-dev procps clang libclang-rt-14-dev"
+libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libsystemd-dev"
+test_pkgs="libgtest-dev libgmock-dev procps clang libclang-rt-14-dev python3-prometheus-client"
 
 pkgs="$build_pkgs"
 if [ "${1:-}" = "--test" ]; then

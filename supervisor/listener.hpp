@@ -33,6 +33,7 @@ public:
     tcp::endpoint local_endpoint() const;
     std::uint64_t accepted_total() const { return accepted_total_; }
     std::uint64_t accept_errors() const { return accept_errors_; }
+    bool is_open() const { return open_; }
 
 private:
     void do_wait();

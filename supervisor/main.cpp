@@ -5,12 +5,15 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/config.hpp"
 #include "common/logging.hpp"
+#include "supervisor/control.hpp"
 #include "supervisor/supervisor.hpp"
 #include "worker/worker.hpp"
 
@@ -84,6 +87,26 @@ int main(int argc, char** argv) {
     worker->add_option("--slot", slot, "Worker slot")->required();
     worker->group(""); // hidden from --help
 
+    // Commands for a running node, over its control socket (supervisor/control.hpp).
+    std::string control_socket = "/run/sockherd/control.sock";
+    const auto add_socket_option = [&](CLI::App* cmd) {
+        cmd->add_option("--socket", control_socket, "The supervisor's control socket")
+            ->envname("SOCKHERD_CONTROL_SOCKET")
+            ->capture_default_str();
+    };
+    bool status_json = false;
+    auto* status = app.add_subcommand("status", "Show the running node's workers, connections and counters");
+    status->add_flag("--json", status_json, "Print status.json instead of a table");
+    add_socket_option(status);
+    auto* stop = app.add_subcommand("stop", "Stop the running node gracefully: drain connections, then exit");
+    add_socket_option(stop);
+    auto* reload = app.add_subcommand("reload", "Make the running node re-read its configuration file");
+    add_socket_option(reload);
+    unsigned worker_count = 0;
+    auto* workers = app.add_subcommand("workers", "Scale the running node to N worker processes");
+    workers->add_option("N", worker_count, "Number of workers")->required()->check(CLI::Range(1u, 1024u));
+    add_socket_option(workers);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -99,6 +122,19 @@ int main(int argc, char** argv) {
             raise_fd_limit();
             return worker::run_worker(channel_fd, slot);
         }
+        const auto control = [&](std::vector<std::string> words) {
+            return supervisor::run_control_command(control_socket, words, std::cout, std::cerr);
+        };
+        if (*status && status_json)
+            return control({"status", "json"});
+        if (*status)
+            return control({"status"});
+        if (*stop)
+            return control({"stop"});
+        if (*reload)
+            return control({"reload"});
+        if (*workers)
+            return control({"workers", std::to_string(worker_count)});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sockherd: %s\n", e.what());
         return 1;

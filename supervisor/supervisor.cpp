@@ -2,8 +2,15 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
 
 #include <spdlog/spdlog.h>
+
+#include "common/units.hpp"
 
 namespace sockherd::supervisor {
 namespace {
@@ -12,22 +19,70 @@ namespace {
 constexpr std::chrono::seconds drain_grace{5};
 // After an immediate stop request, how long workers get before they are killed.
 constexpr std::chrono::seconds stop_grace{2};
+// A starting worker gets at least this long to send its first heartbeat (exec, loading, parsing
+// the config), whatever watchdog_timeout says.
+constexpr std::chrono::milliseconds start_allowance{10'000};
+constexpr unsigned max_workers = 1024;
+// At most one memory replacement per slot in this long.
+constexpr std::chrono::seconds memory_replacement_interval{30};
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+double seconds_between(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+    return std::chrono::duration<double>(to - from).count();
+}
+
+// "264.4 MiB": for log lines a person reads, where format_size's exact units are noise.
+std::string format_memory(std::uint64_t bytes) {
+    return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+}
+
+std::string format_seconds(milliseconds d) {
+    return fmt::format("{:.1f} s", static_cast<double>(d.count()) / 1000.0);
+}
+
+worker_counters counters_of(const ipc::heartbeat_msg& h) {
+    worker_counters c;
+    c.connections = h.connections;
+    c.connections_total = h.connections_total;
+    c.ws_sessions = h.ws_sessions;
+    c.ws_sessions_total = h.ws_sessions_total;
+    c.http_requests_total = h.http_requests_total;
+    c.messages_in_total = h.messages_in_total;
+    c.messages_out_total = h.messages_out_total;
+    c.bytes_in_total = h.bytes_in_total;
+    c.bytes_out_total = h.bytes_out_total;
+    c.send_queue_drops_total = h.send_queue_drops_total;
+    c.slow_consumer_disconnects_total = h.slow_consumer_disconnects_total;
+    c.publishes_total = h.publishes_total;
+    c.publish_drops_total = h.publish_drops_total;
+    c.deliveries_total = h.deliveries_total;
+    c.limit_hits_total = h.limit_hits_total;
+    c.bad_requests_total = h.bad_requests_total;
+    c.rss_bytes = h.rss_bytes;
+    c.uptime_ms = h.uptime_ms;
+    return c;
+}
 
 } // namespace
 
 supervisor::supervisor(net::io_context& ioc, config cfg, std::string worker_exe)
     : ioc_(ioc), config_(std::move(cfg)), worker_exe_(std::move(worker_exe)),
-      scheduler_(config_.scheduler.policy), signals_(ioc), stop_deadline_(ioc) {
+      started_at_(std::chrono::steady_clock::now()), started_at_wall_(std::chrono::system_clock::now()),
+      scheduler_(config_.scheduler.policy), notifier_(ioc), signals_(ioc), stop_deadline_(ioc), health_timer_(ioc) {
     // Every listener is bound before any worker exists, so a bad address fails the start at once.
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         auto l = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), config_.listeners[i]);
         spdlog::info("listening on {} ({})", l->config().address, to_string(l->config().mode));
         listeners_.push_back(std::move(l));
     }
+    if (config_.admin.endpoint) {
+        admin_ = std::make_unique<admin_server>(ioc_, admin_server::options{*config_.admin.endpoint, config_.admin.token},
+                                                [this] { return snapshot(); });
+    }
     for (unsigned i = 0; i < config_.server.workers; ++i)
-        slots_.push_back(std::make_unique<worker_slot>(ioc_, *this, i, config_));
-    pending_ = std::vector<ipc::handoff_msg>(slots_.size());
-    loads_.resize(slots_.size());
+        slots_.push_back(std::make_unique<worker_slot>(ioc_, i, config_));
 }
 
 supervisor::~supervisor() = default;
@@ -36,6 +91,10 @@ int supervisor::run() {
     for (int s : {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1})
         signals_.add(s);
     wait_signals();
+    start_control_socket();
+    if (admin_)
+        admin_->start();
+    notifier_.start_watchdog();
 
     for (auto& l : listeners_) {
         l->start({
@@ -48,16 +107,67 @@ int supervisor::run() {
                  slots_.size(), generation_, config_.source_name);
     for (auto& slot : slots_)
         start_slot(*slot);
+    schedule_health_tick();
 
     ioc_.run();
     return exit_code_;
 }
 
+void supervisor::start_control_socket() {
+    const auto& path = config_.server.control_socket;
+    if (path.empty())
+        return;
+    try {
+        control_ = std::make_unique<control_server>(
+            ioc_, path, [this](const std::vector<std::string>& words, control_server::respond_fn respond) {
+                on_control(words, std::move(respond));
+            });
+        control_->start();
+        spdlog::info("control socket {}", path);
+    } catch (const std::system_error& e) {
+        // Not being allowed to create it (a non-root user and the packaged /run path) leaves the
+        // node without `sockherd status`, not without service; anything else is a real conflict.
+        const int code = e.code().value();
+        if (e.code().category() == std::system_category() &&
+            (code == EACCES || code == EPERM || code == EROFS)) {
+            spdlog::warn("{}; running without a control socket (set [server] control_socket)", e.what());
+            return;
+        }
+        throw;
+    }
+}
+
+worker_slot* supervisor::slot_of(const worker_process& p) const {
+    if (p.slot() < slots_.size() && slots_[p.slot()]->process() == &p)
+        return slots_[p.slot()].get();
+    return nullptr;
+}
+
 void supervisor::start_slot(worker_slot& slot) {
     if (phase_ != phase::running)
         return;
-    if (!slot.spawn(worker_exe_, config_, generation_))
-        slot.schedule_restart([this, &slot] { start_slot(slot); });
+    std::size_t index = 0;
+    while (index < procs_.size() && procs_[index])
+        ++index;
+    if (index == procs_.size()) {
+        procs_.emplace_back();
+        pending_.emplace_back();
+        loads_.emplace_back();
+    }
+    auto p = std::make_unique<worker_process>(ioc_, *this, index, slot.id());
+    if (!p->spawn(worker_exe_, config_, generation_)) {
+        slot.schedule_restart(milliseconds(0), [this, &slot] { start_slot(slot); });
+        return;
+    }
+    slot.filled_by(p.get());
+    procs_[index] = std::move(p);
+}
+
+void supervisor::retire(worker_process& p, std::string reason) {
+    if (auto* slot = slot_of(p))
+        slot->vacate();
+    p.retire(std::move(reason));
+    p.drain(config_.supervisor.drain_timeout);
 }
 
 void supervisor::wait_signals() {
@@ -93,6 +203,10 @@ void supervisor::on_signal(int signo) {
     case SIGHUP:
         spdlog::warn("SIGHUP: configuration reload is not available in this version; "
                      "still running generation {} from {}", generation_, config_.source_name);
+        last_reload_ = {"unavailable", "configuration reload is not available in this version",
+                        std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count()};
         break;
     case SIGUSR1:
         spdlog::info("SIGUSR1: logs go to stderr; nothing to reopen");
@@ -108,38 +222,76 @@ void supervisor::reap_children() {
         const pid_t pid = ::waitpid(-1, &status, WNOHANG);
         if (pid <= 0)
             return;
-        for (auto& slot : slots_) {
-            if (slot->pid() == pid) {
-                slot->on_reaped(status);
+        for (auto& p : procs_) {
+            if (p && p->alive() && p->pid() == pid) {
+                p->on_reaped(status);
                 break;
             }
         }
     }
 }
 
-void supervisor::on_slot_ready(worker_slot&) {
-    if (phase_ != phase::running)
+void supervisor::on_process_ready(worker_process& p) {
+    if (phase_ != phase::running || p.retired())
         return;
     resume_listeners();
+    if (!announced_ready_ &&
+        std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
+            return s->process() != nullptr && s->process()->state() == process_state::ready;
+        })) {
+        announced_ready_ = true;
+        spdlog::info("all {} worker(s) ready", slots_.size());
+        notifier_.ready();
+        report_to_systemd();
+    }
 }
 
-void supervisor::on_slot_room(worker_slot&) { resume_listeners(); }
+void supervisor::on_process_room(worker_process&) { resume_listeners(); }
 
-void supervisor::on_slot_load_changed(worker_slot&) {}
+// Replaces a worker that grew over max_worker_memory, gracefully: a successor starts in its slot
+// at once and the old one drains (its WebSockets stay until drain_timeout).
+void supervisor::on_process_heartbeat(worker_process& p) {
+    const auto limit = config_.supervisor.max_worker_memory;
+    const auto rss = p.heartbeat().rss_bytes;
+    if (limit == 0 || rss <= limit || phase_ != phase::running || p.retired() ||
+        p.state() != process_state::ready)
+        return;
+    auto* slot = slot_of(p);
+    if (slot == nullptr)
+        return;
+    const auto now = std::chrono::steady_clock::now();
+    if (slot->last_memory_replacement && now - *slot->last_memory_replacement < memory_replacement_interval) {
+        if (!p.memory_warning_logged()) {
+            p.set_memory_warning_logged();
+            spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}, but slot {} was replaced for its "
+                         "memory less than {} s ago; waiting (is the limit below what a fresh worker needs?)",
+                         p.slot(), p.pid(), format_memory(rss), format_size(limit), p.slot(),
+                         memory_replacement_interval.count());
+        }
+        return;
+    }
+    slot->last_memory_replacement = now;
+    ++memory_replacements_;
+    spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}; replacing it gracefully (drain {} ms)",
+                 p.slot(), p.pid(), format_memory(rss), format_size(limit), config_.supervisor.drain_timeout.count());
+    retire(p, "replaced: rss " + format_memory(rss) + " over max_worker_memory " + format_size(limit));
+    start_slot(*slot);
+}
 
 // A message published on one worker goes, encoded once, to every other worker with interest.
-// The relay keeps the order in which this slot's channel delivered its publishes.
-void supervisor::on_slot_publish(worker_slot& from, ipc::publish_msg&& p) {
+// The relay keeps the order in which this worker's channel delivered its publishes.
+void supervisor::on_process_publish(worker_process& from, ipc::publish_msg&& p) {
     const auto& targets = interest_.slots_for(p.message->channel);
     const bool include_origin = p.flags & ipc::publish_msg::include_origin;
+    const auto origin = static_cast<interest_registry::slot_id>(from.index());
     std::uint32_t relayed = 0;
-    if (!(targets.empty() || (!include_origin && targets.size() == 1 && targets[0] == from.id()))) {
+    if (!(targets.empty() || (!include_origin && targets.size() == 1 && targets[0] == origin))) {
         relay_frame_.clear();
         ipc::encode(ipc::relay_msg{std::move(p.message)}, relay_frame_);
         for (const auto id : targets) {
-            if ((id == from.id() && !include_origin) || id >= slots_.size())
+            if ((id == origin && !include_origin) || id >= procs_.size() || !procs_[id])
                 continue;
-            if (slots_[id]->send_relay(relay_frame_))
+            if (procs_[id]->send_relay(relay_frame_))
                 ++relayed;
         }
         relays_total_ += relayed;
@@ -148,8 +300,8 @@ void supervisor::on_slot_publish(worker_slot& from, ipc::publish_msg&& p) {
         from.send(ipc::publish_ack_msg{p.request_id, relayed});
 }
 
-void supervisor::on_slot_interest(worker_slot& from, ipc::interest_msg&& m) {
-    const auto id = static_cast<interest_registry::slot_id>(from.id());
+void supervisor::on_process_interest(worker_process& from, ipc::interest_msg&& m) {
+    const auto id = static_cast<interest_registry::slot_id>(from.index());
     for (const auto& c : m.added)
         interest_.add(id, c);
     for (const auto& c : m.removed)
@@ -157,30 +309,226 @@ void supervisor::on_slot_interest(worker_slot& from, ipc::interest_msg&& m) {
     from.send(ipc::interest_ack_msg{m.seq});
 }
 
-void supervisor::on_slot_exited(worker_slot& slot) {
-    // Its subscribers are gone with it; a replacement starts clean.
-    interest_.forget(static_cast<interest_registry::slot_id>(slot.id()));
+void supervisor::on_process_exited(worker_process& p) {
+    // Its subscribers are gone with it; a successor starts clean.
+    interest_.forget(static_cast<interest_registry::slot_id>(p.index()));
+    auto* slot = slot_of(p);
+    if (slot != nullptr) {
+        slot->vacate();
+        slot->set_last_exit(p.exit_description());
+    } else if (p.retired() && p.slot() < slots_.size()) {
+        slots_[p.slot()]->set_last_exit(p.retired_reason() + "; " + p.exit_description());
+    }
+    const auto uptime = duration_cast<milliseconds>(std::chrono::steady_clock::now() - p.started_at());
+    // The process table entry goes once this call has returned (we are inside its on_reaped).
+    net::post(ioc_, [this, index = p.index()] { procs_[index].reset(); });
+
     if (phase_ != phase::running) {
         maybe_finish();
         return;
     }
-    slot.schedule_restart([this, &slot] { start_slot(slot); });
+    if (slot != nullptr)
+        slot->schedule_restart(uptime, [this, slot] { start_slot(*slot); });
+    report_to_systemd();
+}
+
+void supervisor::scale_to(unsigned workers) {
+    const auto before = static_cast<unsigned>(slots_.size());
+    if (workers > before) {
+        for (unsigned i = before; i < workers; ++i)
+            slots_.push_back(std::make_unique<worker_slot>(ioc_, i, config_));
+        for (unsigned i = before; i < workers; ++i)
+            start_slot(*slots_[i]);
+    } else {
+        while (slots_.size() > workers) {
+            auto& slot = *slots_.back();
+            slot.cancel_restart();
+            if (auto* p = slot.process())
+                retire(*p, "slot removed (scaled down to " + std::to_string(workers) + " workers)");
+            restarts_of_removed_slots_ += slot.restarts();
+            slots_.pop_back();
+        }
+    }
+    config_.server.workers = workers;
+    spdlog::info("workers: {} -> {}", before, workers);
+    report_to_systemd();
+}
+
+void supervisor::on_control(const std::vector<std::string>& words, control_server::respond_fn respond) {
+    const std::string command = words.empty() ? std::string() : words[0];
+    if (command == "status" && words.size() == 1)
+        return respond({true, render_status_text(snapshot())});
+    if (command == "status" && words.size() == 2 && words[1] == "json")
+        return respond({true, render_status_json(snapshot())});
+    if (command == "stop" && words.size() == 1) {
+        if (phase_ != phase::running)
+            return respond({false, "the node is already stopping"});
+        spdlog::info("control socket: graceful stop (drain timeout {} ms)", config_.supervisor.drain_timeout.count());
+        respond({true, "stopping: draining " + std::to_string(slots_.size()) + " worker(s), drain timeout " +
+                           format_duration(config_.supervisor.drain_timeout) + "\n"});
+        begin_stop(stop_mode::graceful);
+        return;
+    }
+    if (command == "reload" && words.size() == 1) {
+        spdlog::warn("control socket: reload requested; configuration reload is not available in this version");
+        last_reload_ = {"unavailable", "configuration reload is not available in this version",
+                        std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count()};
+        return respond({false, "reload is not available in this version: the node keeps running generation " +
+                                   std::to_string(generation_) + " from " + config_.source_name + "\n"});
+    }
+    if (command == "workers" && words.size() == 2) {
+        unsigned n = 0;
+        const auto& arg = words[1];
+        const auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), n);
+        if (ec != std::errc() || end != arg.data() + arg.size() || n < 1 || n > max_workers)
+            return respond({false, "workers: expected a number from 1 to " + std::to_string(max_workers) +
+                                       ", got '" + arg + "'\n"});
+        if (phase_ != phase::running)
+            return respond({false, "the node is stopping; not scaling\n"});
+        const auto before = slots_.size();
+        scale_to(n);
+        return respond({true, "workers: " + std::to_string(before) + " -> " + std::to_string(n) +
+                                  (n > before   ? " (starting " + std::to_string(n - before) + ")"
+                                   : n < before ? " (draining " + std::to_string(before - n) + ")"
+                                                : " (unchanged)") +
+                                  "\n"});
+    }
+    respond({false, "unknown command '" + (words.empty() ? std::string() : words[0]) +
+                        "' (commands: status, status json, stop, reload, workers N)\n"});
+}
+
+void supervisor::schedule_health_tick() {
+    // Often enough that a silent worker is caught within a fraction of a heartbeat of its deadline.
+    const auto every = std::max(milliseconds(50), config_.supervisor.heartbeat_interval / 4);
+    health_timer_.expires_after(every);
+    health_timer_.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        health_tick();
+        schedule_health_tick();
+    });
+}
+
+// The watchdog: a worker that has not reported for watchdog_timeout (a loop stuck in a handler,
+// SIGSTOP, a deadlock) serves nobody; SIGKILL works on all of those.
+void supervisor::health_tick() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& p : procs_) {
+        if (!p || !p->alive() || p->kill_sent())
+            continue;
+        auto limit = config_.supervisor.watchdog_timeout;
+        if (!p->heartbeat_at())
+            limit = std::max(limit, start_allowance);
+        const auto silent = duration_cast<milliseconds>(now - p->last_sign_of_life());
+        if (silent < limit)
+            continue;
+        ++watchdog_kills_;
+        spdlog::warn("worker {}: watchdog: no heartbeat from pid {} for {} (watchdog_timeout {}); killing it",
+                     p->slot(), p->pid(), format_seconds(silent), format_duration(config_.supervisor.watchdog_timeout));
+        p->kill(SIGKILL, "killed by watchdog: no heartbeat for " + format_seconds(silent));
+    }
+    report_to_systemd();
+}
+
+void supervisor::report_to_systemd() {
+    if (!notifier_.enabled())
+        return;
+    unsigned up = 0;
+    std::uint64_t connections = 0;
+    for (const auto& p : procs_) {
+        if (!p || !p->alive())
+            continue;
+        if (p->state() == process_state::ready && !p->retired())
+            ++up;
+        connections += p->heartbeat().connections;
+    }
+    const char* state = phase_ == phase::running ? "" : " (stopping)";
+    notifier_.status(fmt::format("{}/{} workers up, {} connections, generation {}{}", up, slots_.size(), connections,
+                                 generation_, state));
+}
+
+node_snapshot supervisor::snapshot() const {
+    const auto now = std::chrono::steady_clock::now();
+    node_snapshot s;
+    s.version = SOCKHERD_VERSION;
+    s.pid = ::getpid();
+    s.state = phase_ == phase::running ? "running" : phase_ == phase::draining ? "draining" : "stopping";
+    s.started_at_unix = std::chrono::duration_cast<std::chrono::seconds>(started_at_wall_.time_since_epoch()).count();
+    s.uptime_seconds = seconds_between(started_at_, now);
+    s.generation = generation_;
+    s.config_source = config_.source_name;
+    s.last_reload = last_reload_;
+    s.workers_configured = static_cast<unsigned>(slots_.size());
+
+    auto row_of = [&](const worker_process& p, const std::string& state) {
+        worker_row r;
+        r.id = p.slot();
+        r.pid = p.pid();
+        r.state = state;
+        r.generation = p.generation();
+        r.uptime_seconds = seconds_between(p.started_at(), now);
+        if (p.heartbeat_at())
+            r.heartbeat_age_seconds = seconds_between(*p.heartbeat_at(), now);
+        r.counters = counters_of(p.heartbeat());
+        r.relay_drops_total = p.relay_drops();
+        return r;
+    };
+    std::uint64_t restarts = restarts_of_removed_slots_;
+    for (const auto& slot : slots_) {
+        worker_row r;
+        if (const auto* p = slot->process()) {
+            std::string state = p->state() == process_state::ready      ? "up"
+                                : p->state() == process_state::draining ? "draining"
+                                : slot->failing()                       ? "failing"
+                                                                        : "starting";
+            r = row_of(*p, state);
+        } else {
+            r.id = slot->id();
+            r.state = slot->failing() ? "failing" : slot->restart_pending() ? "starting" : "stopped";
+        }
+        r.restarts = slot->restarts();
+        r.last_exit = slot->last_exit();
+        restarts += slot->restarts();
+        if (r.state == "up")
+            ++s.workers_up;
+        s.workers.push_back(std::move(r));
+    }
+    for (const auto& p : procs_) {
+        if (!p || !p->alive() || !p->retired())
+            continue;
+        auto r = row_of(*p, "draining");
+        r.last_exit = p->retired_reason();
+        s.workers.push_back(std::move(r));
+    }
+    for (const auto& l : listeners_)
+        s.listeners.push_back({l->config().address, std::string(to_string(l->config().mode)),
+                               l->is_open() && phase_ == phase::running, l->accepted_total()});
+    s.handoffs_total = handoffs_total_;
+    s.relays_total = relays_total_;
+    s.worker_restarts_total = restarts;
+    s.watchdog_kills_total = watchdog_kills_;
+    s.memory_replacements_total = memory_replacements_;
+    s.pubsub_channels = interest_.channel_count();
+    return s;
 }
 
 bool supervisor::has_room() {
     if (phase_ != phase::running)
         return false;
-    for (auto& slot : slots_)
-        if (slot->eligible())
+    for (auto& p : procs_)
+        if (p && !p->retired() && p->eligible())
             return true;
     return false;
 }
 
 void supervisor::dispatch(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer) {
-    for (std::size_t i = 0; i < slots_.size(); ++i) {
+    for (std::size_t i = 0; i < procs_.size(); ++i) {
+        const auto& p = procs_[i];
         // A batch in progress counts toward the load it will add.
-        loads_[i] = {slots_[i]->eligible(),
-                     slots_[i]->load() + static_cast<std::uint32_t>(pending_[i].connections.size())};
+        loads_[i] = {p && !p->retired() && p->eligible(),
+                     p ? p->load() + static_cast<std::uint32_t>(pending_[i].connections.size()) : 0};
     }
     const auto choice = scheduler_.pick(loads_);
     if (!choice) {
@@ -190,23 +538,24 @@ void supervisor::dispatch(std::uint16_t listener_id, unique_fd fd, const tcp::en
     }
     auto& batch = pending_[*choice];
     if (!batch.connections.empty() && batch.listener_id != listener_id) {
-        slots_[*choice]->hand_off(std::move(batch));
+        procs_[*choice]->hand_off(std::move(batch));
         batch.connections.clear();
     }
     batch.listener_id = listener_id;
     batch.connections.push_back({peer, std::move(fd)});
     ++handoffs_total_;
     if (batch.connections.size() == ipc::max_handoff_batch) {
-        slots_[*choice]->hand_off(std::move(batch));
+        procs_[*choice]->hand_off(std::move(batch));
         batch.connections.clear();
     }
 }
 
 void supervisor::flush_handoffs() {
-    for (std::size_t i = 0; i < slots_.size(); ++i) {
+    for (std::size_t i = 0; i < procs_.size(); ++i) {
         if (pending_[i].connections.empty())
             continue;
-        slots_[i]->hand_off(std::move(pending_[i]));
+        if (procs_[i])
+            procs_[i]->hand_off(std::move(pending_[i]));
         pending_[i].connections.clear();
     }
 }
@@ -219,37 +568,42 @@ void supervisor::resume_listeners() {
 }
 
 void supervisor::begin_stop(stop_mode mode) {
+    notifier_.stopping();
     if (mode == stop_mode::graceful) {
         phase_ = phase::draining;
         for (auto& l : listeners_)
             l->close();
-        for (auto& slot : slots_) {
+        for (auto& slot : slots_)
             slot->cancel_restart();
-            slot->drain(config_.supervisor.drain_timeout);
-        }
+        for (auto& p : procs_)
+            if (p && p->alive())
+                p->drain(config_.supervisor.drain_timeout);
         stop_deadline_.expires_after(config_.supervisor.drain_timeout + drain_grace);
         stop_deadline_.async_wait([this](error_code ec) {
             if (ec)
                 return;
             spdlog::warn("workers still running {} s after the drain deadline; killing them",
                          drain_grace.count());
-            for (auto& slot : slots_)
-                slot->kill(SIGKILL);
+            for (auto& p : procs_)
+                if (p)
+                    p->kill(SIGKILL, "killed after the drain deadline");
         });
     } else {
         phase_ = phase::stopping_now;
         for (auto& l : listeners_)
             l->close();
-        for (auto& slot : slots_) {
+        for (auto& slot : slots_)
             slot->cancel_restart();
-            slot->stop_now();
-        }
+        for (auto& p : procs_)
+            if (p && p->alive())
+                p->stop_now();
         stop_deadline_.expires_after(stop_grace);
         stop_deadline_.async_wait([this](error_code ec) {
             if (ec)
                 return;
-            for (auto& slot : slots_)
-                slot->kill(SIGKILL);
+            for (auto& p : procs_)
+                if (p)
+                    p->kill(SIGKILL, "killed after an immediate stop");
         });
     }
     maybe_finish();
@@ -258,12 +612,17 @@ void supervisor::begin_stop(stop_mode mode) {
 void supervisor::maybe_finish() {
     if (phase_ == phase::running || phase_ == phase::done)
         return;
-    for (auto& slot : slots_)
-        if (slot->has_process())
+    for (auto& p : procs_)
+        if (p && p->alive())
             return;
     phase_ = phase::done;
     stop_deadline_.cancel();
+    health_timer_.cancel();
     signals_.cancel();
+    if (admin_)
+        admin_->close();
+    if (control_)
+        control_->close();
     spdlog::info("all workers have exited; supervisor exiting");
     ioc_.stop();
 }

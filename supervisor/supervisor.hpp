@@ -1,8 +1,10 @@
 #pragma once
-// The supervisor process: owns the listeners and the worker slots, hands accepted connections
-// to workers, restarts workers that die, and stops the node on signals. It never serves a
-// request itself.
+// The supervisor process: owns the listeners, the worker slots and the worker processes; hands
+// accepted connections to workers, restarts workers that die or hang, replaces workers that
+// grow too large, reports the node's health (admin listener, control socket, systemd) and stops
+// the node on signals. It never serves an application request itself.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,16 +12,22 @@
 
 #include "common/config.hpp"
 #include "common/net.hpp"
+#include "supervisor/admin_server.hpp"
+#include "supervisor/control.hpp"
 #include "supervisor/interest.hpp"
 #include "supervisor/listener.hpp"
+#include "supervisor/notify.hpp"
 #include "supervisor/scheduler.hpp"
+#include "supervisor/status.hpp"
+#include "supervisor/worker_process.hpp"
 #include "supervisor/worker_slot.hpp"
 
 namespace sockherd::supervisor {
 
-class supervisor final : public slot_observer {
+class supervisor final : public process_observer {
 public:
-    // Binds every listener (throws std::system_error naming the address when one cannot bind).
+    // Binds every listener and the admin listener (throws std::system_error naming the address
+    // when one cannot bind).
     supervisor(net::io_context& ioc, config cfg, std::string worker_exe);
     ~supervisor();
 
@@ -28,25 +36,37 @@ public:
 
     const config& current_config() const { return config_; }
     const std::vector<std::unique_ptr<listener>>& listeners() const { return listeners_; }
+    node_snapshot snapshot() const;
 
 private:
     enum class phase { running, draining, stopping_now, done };
     enum class stop_mode { graceful, immediate };
 
-    // slot_observer
-    void on_slot_ready(worker_slot&) override;
-    void on_slot_room(worker_slot&) override;
-    void on_slot_exited(worker_slot&) override;
-    void on_slot_load_changed(worker_slot&) override;
-    void on_slot_publish(worker_slot&, ipc::publish_msg&&) override;
-    void on_slot_interest(worker_slot&, ipc::interest_msg&&) override;
+    // process_observer
+    void on_process_ready(worker_process&) override;
+    void on_process_room(worker_process&) override;
+    void on_process_exited(worker_process&) override;
+    void on_process_heartbeat(worker_process&) override;
+    void on_process_publish(worker_process&, ipc::publish_msg&&) override;
+    void on_process_interest(worker_process&, ipc::interest_msg&&) override;
 
     void start_slot(worker_slot& slot);
+    // Takes the process out of its slot and drains it; the slot is free for a successor.
+    void retire(worker_process& p, std::string reason);
+    void scale_to(unsigned workers);
+    worker_slot* slot_of(const worker_process& p) const;
+
     void wait_signals();
     void on_signal(int signo);
     void reap_children();
     void begin_stop(stop_mode mode);
     void maybe_finish();
+
+    void start_control_socket();
+    void on_control(const std::vector<std::string>& words, control_server::respond_fn respond);
+    void schedule_health_tick();
+    void health_tick();
+    void report_to_systemd();
 
     bool has_room();
     void dispatch(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer);
@@ -59,20 +79,34 @@ private:
     std::uint64_t generation_ = 1;
     phase phase_ = phase::running;
     int exit_code_ = 0;
+    std::chrono::steady_clock::time_point started_at_;
+    std::chrono::system_clock::time_point started_at_wall_;
+    reload_result last_reload_;
 
     std::vector<std::unique_ptr<listener>> listeners_;
     std::vector<std::unique_ptr<worker_slot>> slots_;
-    // Per slot: the hand-off being batched during the current accept batch.
+    // The process table: index = worker_process::index(); null entries are free.
+    std::vector<std::unique_ptr<worker_process>> procs_;
+    // Per process: the hand-off being batched during the current accept batch.
     std::vector<ipc::handoff_msg> pending_;
     std::vector<worker_load> loads_;
     scheduler scheduler_;
-    interest_registry interest_;
-    std::string relay_frame_; // reused encode buffer for relays
-    std::uint64_t relays_total_ = 0;
+    interest_registry interest_; // keyed by process index
+    std::string relay_frame_;    // reused encode buffer for relays
+
+    std::unique_ptr<admin_server> admin_;
+    std::unique_ptr<control_server> control_;
+    systemd_notifier notifier_;
+    bool announced_ready_ = false;
 
     net::signal_set signals_;
     net::steady_timer stop_deadline_;
+    net::steady_timer health_timer_;
     std::uint64_t handoffs_total_ = 0;
+    std::uint64_t relays_total_ = 0;
+    std::uint64_t watchdog_kills_ = 0;
+    std::uint64_t memory_replacements_ = 0;
+    std::uint64_t restarts_of_removed_slots_ = 0;
 };
 
 } // namespace sockherd::supervisor

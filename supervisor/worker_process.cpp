@@ -1,4 +1,4 @@
-#include "supervisor/worker_slot.hpp"
+#include "supervisor/worker_process.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -17,9 +17,6 @@
 namespace sockherd::supervisor {
 namespace {
 
-// A worker that stays up this long has shown it can run; its slot's backoff starts over.
-constexpr std::chrono::milliseconds healthy_after{10'000};
-
 ipc::channel::limits channel_limits() {
     ipc::channel::limits lim;
     lim.send_queue_bytes = 8 * 1024 * 1024; // room for a few maximal relayed messages
@@ -29,12 +26,12 @@ ipc::channel::limits channel_limits() {
 
 } // namespace
 
-std::string_view to_string(slot_state s) {
+std::string_view to_string(process_state s) {
     switch (s) {
-    case slot_state::stopped: return "stopped";
-    case slot_state::starting: return "starting";
-    case slot_state::ready: return "ready";
-    case slot_state::draining: return "draining";
+    case process_state::starting: return "starting";
+    case process_state::ready: return "ready";
+    case process_state::draining: return "draining";
+    case process_state::exited: return "exited";
     }
     return "?";
 }
@@ -52,27 +49,25 @@ std::string describe_wait_status(int status) {
     return "ended with wait status " + std::to_string(status);
 }
 
-worker_slot::worker_slot(net::io_context& ioc, slot_observer& owner, unsigned id, const config& cfg)
-    : ioc_(ioc), owner_(owner), id_(id),
-      backoff_(cfg.supervisor.restart_backoff_min, cfg.supervisor.restart_backoff_max, healthy_after),
-      restart_timer_(ioc) {}
+worker_process::worker_process(net::io_context& ioc, process_observer& owner, std::size_t index, unsigned slot)
+    : ioc_(ioc), owner_(owner), index_(index), slot_(slot) {}
 
-worker_slot::~worker_slot() {
+worker_process::~worker_process() {
     if (channel_)
         channel_->close();
 }
 
-bool worker_slot::spawn(const std::string& exe, const config& cfg, std::uint64_t generation) {
+bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint64_t generation) {
     error_code ec;
     auto [ours, theirs] = ipc::make_socketpair(ec);
     if (ec) {
-        spdlog::error("worker {}: cannot create its channel: {}", id_, ec.message());
+        spdlog::error("worker {}: cannot create its channel: {}", slot_, ec.message());
         return false;
     }
     const int child_fd = theirs.get();
     const pid_t parent = ::getpid();
     std::vector<std::string> args{"worker", "--channel-fd", std::to_string(child_fd), "--slot",
-                                  std::to_string(id_)};
+                                  std::to_string(slot_)};
     // argv[0] "sockherd" rather than "/proc/self/exe", so `ps` reads well.
     std::vector<std::string> argv_strings{"sockherd"};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -96,163 +91,142 @@ bool worker_slot::spawn(const std::string& exe, const config& cfg, std::uint64_t
             },
         spawn_ec);
     if (spawn_ec) {
-        spdlog::error("worker {}: cannot start {}: {}", id_, exe, spawn_ec.message());
+        spdlog::error("worker {}: cannot start {}: {}", slot_, exe, spawn_ec.message());
         return false;
     }
     pid_ = child.id();
     child.detach(); // the supervisor reaps its workers itself (SIGCHLD + waitpid)
     theirs.reset();
 
-    ++spawns_;
-    if (spawns_ > 1)
-        ++restarts_;
     generation_ = generation;
-    state_ = slot_state::starting;
+    state_ = process_state::starting;
     started_at_ = clock::now();
-    reported_connections_ = 0;
-    handoffs_sent_ = handoffs_acked_ = 0;
 
     channel_ = std::make_shared<ipc::channel>(ioc_, std::move(ours), channel_limits());
     channel_->send(ipc::config_msg{generation, cfg.source_text});
     channel_->start({
         [this](ipc::message&& m) { on_message(std::move(m)); },
         [this](error_code e, std::string_view what) { on_channel_error(e, what); },
-        [this] { owner_.on_slot_room(*this); },
+        [this] { owner_.on_process_room(*this); },
     });
-    spdlog::info("worker {}: started, pid {}, generation {}", id_, pid_, generation_);
+    spdlog::info("worker {}: started, pid {}, generation {}", slot_, pid_, generation_);
     return true;
 }
 
-void worker_slot::schedule_restart(std::function<void()> start) {
-    const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started_at_);
-    const auto delay = backoff_.next(uptime);
-    if (backoff_.consecutive_failures() > 1)
-        spdlog::warn("worker {}: restarting in {} ms ({} exits in a row without a healthy stretch)", id_,
-                     delay.count(), backoff_.consecutive_failures());
-    else
-        spdlog::info("worker {}: restarting in {} ms", id_, delay.count());
-    restart_pending_ = true;
-    restart_timer_.expires_after(delay);
-    restart_timer_.async_wait([this, start = std::move(start)](error_code ec) {
-        if (ec)
-            return;
-        restart_pending_ = false;
-        start();
-    });
-}
-
-void worker_slot::cancel_restart() {
-    restart_pending_ = false;
-    restart_timer_.cancel();
-}
-
-void worker_slot::hand_off(ipc::handoff_msg&& msg) {
+void worker_process::hand_off(ipc::handoff_msg&& msg) {
     handoffs_sent_ += msg.connections.size();
     channel_->send(std::move(msg));
 }
 
-void worker_slot::drain(std::chrono::milliseconds timeout) {
-    if (!has_process())
+void worker_process::drain(std::chrono::milliseconds timeout) {
+    if (!alive())
         return;
-    state_ = slot_state::draining;
+    state_ = process_state::draining;
     if (channel_)
         channel_->send(ipc::drain_msg{static_cast<std::uint32_t>(timeout.count())});
 }
 
-bool worker_slot::send_relay(std::string_view frame) {
+bool worker_process::send_relay(std::string_view frame) {
     if (channel_ && channel_->is_open() && channel_->queued_bytes() <= channel_limits().send_queue_bytes)
         return channel_->send_encoded(frame);
     if (channel_ && channel_->is_open() && (relay_drops_ & (relay_drops_ - 1)) == 0) // 1, 2, 4, 8…
-        spdlog::warn("worker {}: channel over {} bytes; dropped a relay ({} so far)", id_,
+        spdlog::warn("worker {}: channel over {} bytes; dropped a relay ({} so far)", slot_,
                      channel_limits().send_queue_bytes, relay_drops_ + 1);
     ++relay_drops_;
     return false;
 }
 
-bool worker_slot::send(ipc::message m) {
+bool worker_process::send(ipc::message m) {
     return channel_ && channel_->send(std::move(m));
 }
 
-void worker_slot::stop_now() {
+void worker_process::stop_now() {
     if (channel_)
         channel_->send(ipc::stop_msg{});
 }
 
-void worker_slot::kill(int signal) {
-    if (pid_ > 0)
-        ::kill(pid_, signal);
+void worker_process::kill(int signal, std::string reason) {
+    if (!alive())
+        return;
+    if (!reason.empty() && kill_reason_.empty())
+        kill_reason_ = std::move(reason);
+    ::kill(pid_, signal);
 }
 
-bool worker_slot::eligible() const {
-    return state_ == slot_state::ready && channel_ && channel_->is_open() && !channel_->full();
+bool worker_process::eligible() const {
+    return state_ == process_state::ready && channel_ && channel_->is_open() && !channel_->full();
 }
 
-std::uint32_t worker_slot::load() const {
+std::uint32_t worker_process::load() const {
     const std::uint64_t in_flight = handoffs_sent_ - std::min(handoffs_acked_, handoffs_sent_);
     return reported_connections_ + static_cast<std::uint32_t>(std::min<std::uint64_t>(in_flight, UINT32_MAX));
 }
 
-void worker_slot::on_message(ipc::message&& m) {
+void worker_process::on_message(ipc::message&& m) {
     if (const auto* r = std::get_if<ipc::ready_msg>(&m)) {
-        if (state_ == slot_state::starting && r->generation == generation_) {
-            state_ = slot_state::ready;
-            spdlog::info("worker {}: ready (pid {})", id_, pid_);
-            owner_.on_slot_ready(*this);
+        if (state_ == process_state::starting && r->generation == generation_) {
+            state_ = process_state::ready;
+            spdlog::info("worker {}: ready (pid {})", slot_, pid_);
+            owner_.on_process_ready(*this);
         }
+    } else if (auto* h = std::get_if<ipc::heartbeat_msg>(&m)) {
+        heartbeat_ = *h;
+        heartbeat_at_ = clock::now();
+        owner_.on_process_heartbeat(*this);
     } else if (const auto* l = std::get_if<ipc::load_msg>(&m)) {
         reported_connections_ = l->connections;
         handoffs_acked_ = l->handoffs_received;
-        owner_.on_slot_load_changed(*this);
     } else if (auto* p = std::get_if<ipc::publish_msg>(&m)) {
-        owner_.on_slot_publish(*this, std::move(*p));
+        owner_.on_process_publish(*this, std::move(*p));
     } else if (auto* i = std::get_if<ipc::interest_msg>(&m)) {
-        owner_.on_slot_interest(*this, std::move(*i));
+        owner_.on_process_interest(*this, std::move(*i));
     } else if (std::holds_alternative<ipc::drained_msg>(m)) {
-        spdlog::info("worker {}: drained", id_);
+        spdlog::info("worker {}: drained", slot_);
     } else if (const auto* u = std::get_if<ipc::unknown_type_msg>(&m)) {
-        spdlog::warn("worker {}: did not recognize message type {} we sent", id_, u->type);
+        spdlog::warn("worker {}: did not recognize message type {} we sent", slot_, u->type);
     } else {
         // A worker sending a supervisor-only message is confused, not hostile: say so, carry on.
-        spdlog::warn("worker {}: sent '{}', which only the supervisor sends; ignored", id_,
+        spdlog::warn("worker {}: sent '{}', which only the supervisor sends; ignored", slot_,
                      ipc::to_string(ipc::type_of(m)));
         channel_->send(ipc::unknown_type_msg{static_cast<std::uint16_t>(ipc::type_of(m))});
     }
 }
 
-void worker_slot::on_channel_error(error_code ec, std::string_view what) {
+void worker_process::on_channel_error(error_code ec, std::string_view what) {
     // A worker that exits closes its end; if it left our last messages unread the kernel reports
     // that as a reset, and a send to it fails with EPIPE. Either way the process is on its way
     // out: SIGCHLD finishes the story.
     // A send can find the peer gone (EPIPE) before a read sees it (EOF): the same event.
     const bool peer_gone =
         ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe;
-    if (peer_gone && state_ == slot_state::draining) {
-        spdlog::debug("worker {}: channel closed while draining ({})", id_, what);
+    if (peer_gone && (state_ == process_state::draining || !kill_reason_.empty())) {
+        spdlog::debug("worker {}: channel closed while draining or being killed ({})", slot_, what);
         return;
     }
     if (peer_gone)
-        spdlog::warn("worker {}: channel closed unexpectedly ({}); replacing the worker", id_, what);
+        spdlog::warn("worker {}: channel closed unexpectedly ({}); replacing the worker", slot_, what);
     else
-        spdlog::error("worker {}: channel failed: {}: {}; replacing the worker", id_, what, ec.message());
+        spdlog::error("worker {}: channel failed: {}: {}; replacing the worker", slot_, what, ec.message());
     // Without its channel a worker is useless: make sure it goes.
-    state_ = slot_state::draining;
-    kill(SIGKILL);
+    state_ = process_state::draining;
+    kill(SIGKILL, "lost its channel");
 }
 
-void worker_slot::on_reaped(int wait_status) {
-    last_exit_ = describe_wait_status(wait_status);
-    const bool clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
-    if (clean && state_ == slot_state::draining)
-        spdlog::info("worker {}: pid {} {}", id_, pid_, last_exit_);
+void worker_process::on_reaped(int wait_status) {
+    exit_description_ = describe_wait_status(wait_status);
+    if (!kill_reason_.empty())
+        exit_description_ = kill_reason_ + "; " + exit_description_;
+    exited_cleanly_ = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+    if (exited_cleanly_ && state_ == process_state::draining)
+        spdlog::info("worker {}: pid {} {}", slot_, pid_, exit_description_);
     else
-        spdlog::warn("worker {}: pid {} {}", id_, pid_, last_exit_);
+        spdlog::warn("worker {}: pid {} {}", slot_, pid_, exit_description_);
     if (channel_) {
         channel_->close();
         channel_.reset();
     }
-    pid_ = -1;
-    state_ = slot_state::stopped;
-    owner_.on_slot_exited(*this);
+    state_ = process_state::exited;
+    owner_.on_process_exited(*this);
 }
 
 } // namespace sockherd::supervisor

@@ -1,111 +1,129 @@
 #pragma once
-// One worker position (0..N-1) in the supervisor: the worker process that currently fills it,
-// its channel, its state and its restart history. Owned by the supervisor; a slot outlives the
-// processes that fill it one after another.
+// One worker process as the supervisor sees it: its pid, its channel, its state, its last
+// heartbeat. Owned by the supervisor's process table; it fills a slot (worker_slot) or, once
+// retired (replaced, or its slot removed), drains on its own until it exits.
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/config.hpp"
 #include "common/ipc/channel.hpp"
 #include "common/net.hpp"
-#include "supervisor/backoff.hpp"
 
 namespace sockherd::supervisor {
 
-enum class slot_state {
-    stopped,  // no process; waiting for its restart timer, or not wanted
+enum class process_state {
     starting, // spawned, config sent, not ready yet
     ready,    // takes connections
     draining, // told to drain; takes no new connections
+    exited,   // reaped
 };
 
-std::string_view to_string(slot_state);
+std::string_view to_string(process_state);
 
-// What a slot tells its owner. Called from the io_context only.
-class slot_observer {
+class worker_process;
+
+// What a process tells its owner. Called from the io_context only.
+class process_observer {
 public:
-    virtual void on_slot_ready(class worker_slot&) = 0;
-    virtual void on_slot_room(class worker_slot&) = 0;       // its channel can take hand-offs again
-    virtual void on_slot_exited(class worker_slot&) = 0;     // process reaped; state is stopped
-    virtual void on_slot_load_changed(class worker_slot&) = 0;
-    virtual void on_slot_publish(class worker_slot&, ipc::publish_msg&&) = 0;
-    virtual void on_slot_interest(class worker_slot&, ipc::interest_msg&&) = 0;
+    virtual void on_process_ready(worker_process&) = 0;
+    virtual void on_process_room(worker_process&) = 0;   // its channel can take hand-offs again
+    virtual void on_process_exited(worker_process&) = 0; // reaped; state is exited
+    virtual void on_process_heartbeat(worker_process&) = 0;
+    virtual void on_process_publish(worker_process&, ipc::publish_msg&&) = 0;
+    virtual void on_process_interest(worker_process&, ipc::interest_msg&&) = 0;
 
 protected:
-    ~slot_observer() = default;
+    ~process_observer() = default;
 };
 
-class worker_slot {
+class worker_process {
 public:
     using clock = std::chrono::steady_clock;
 
-    worker_slot(net::io_context& ioc, slot_observer& owner, unsigned id, const config& cfg);
-    ~worker_slot();
-    worker_slot(const worker_slot&) = delete;
-    worker_slot& operator=(const worker_slot&) = delete;
+    // `index` is the process's place in the supervisor's table (also its key for pub/sub
+    // interest); `slot` the worker position it was started for.
+    worker_process(net::io_context& ioc, process_observer& owner, std::size_t index, unsigned slot);
+    ~worker_process();
+    worker_process(const worker_process&) = delete;
+    worker_process& operator=(const worker_process&) = delete;
 
-    // Spawns a worker process (`exe worker --channel-fd N --slot ID`) and sends it `cfg` as
-    // generation `generation`. On failure the slot stays stopped and the reason is logged.
+    // Spawns `exe worker --channel-fd N --slot S` and sends it `cfg` as `generation`.
+    // False (reason logged) when the process could not be started.
     bool spawn(const std::string& exe, const config& cfg, std::uint64_t generation);
-
-    // Starts the restart timer per the backoff; `start` is called when it fires.
-    void schedule_restart(std::function<void()> start);
-    void cancel_restart();
 
     // Sends a batch of connections. The caller checked eligible().
     void hand_off(ipc::handoff_msg&& msg);
-
     void drain(std::chrono::milliseconds timeout);
     // Queues a relay encoded once for several workers. False, and counted as a dropped relay,
-    // when the slot has no open channel or its channel is over its limit (a worker that does not
-    // keep up loses relays rather than growing the supervisor's memory).
+    // when the channel is closed or over its limit (a worker that does not keep up loses relays
+    // rather than growing the supervisor's memory).
     bool send_relay(std::string_view frame);
-    std::uint64_t relay_drops() const { return relay_drops_; }
     // Queues a message; false if there is no open channel.
     bool send(ipc::message m);
-    void stop_now();          // `stop` over the channel
-    void kill(int signal);    // to the process, if there is one
+    void stop_now(); // `stop` over the channel
+    // Signals the process. A non-empty `reason` prefixes how its exit is described
+    // ("killed by watchdog: no heartbeat for 10.0 s; killed by signal 9 (Killed)").
+    void kill(int signal, std::string reason = {});
 
-    // Called by the supervisor's SIGCHLD reaper with this slot's waitpid() status.
+    // Called by the supervisor's SIGCHLD reaper with this process's waitpid() status.
     void on_reaped(int wait_status);
+
+    // Leaves its slot: the owner started a replacement (or removed the slot) and drains this one.
+    void retire(std::string reason) { retired_reason_ = std::move(reason); }
+    bool retired() const { return retired_reason_.has_value(); }
+    const std::string& retired_reason() const { return *retired_reason_; }
 
     // Ready, channel open and not full.
     bool eligible() const;
     std::uint32_t load() const;
 
-    unsigned id() const { return id_; }
+    std::size_t index() const { return index_; }
+    unsigned slot() const { return slot_; }
     pid_t pid() const { return pid_; }
-    slot_state state() const { return state_; }
-    bool has_process() const { return pid_ > 0; }
-    unsigned restarts() const { return restarts_; }
-    const std::string& last_exit() const { return last_exit_; }
+    process_state state() const { return state_; }
+    bool alive() const { return state_ != process_state::exited && pid_ > 0; }
     std::uint64_t generation() const { return generation_; }
-    bool restart_pending() const { return restart_pending_; }
+    clock::time_point started_at() const { return started_at_; }
+    // The last heartbeat and when it came (nullopt before the first one).
+    const ipc::heartbeat_msg& heartbeat() const { return heartbeat_; }
+    std::optional<clock::time_point> heartbeat_at() const { return heartbeat_at_; }
+    // When the watchdog last heard from it: the last heartbeat, else the start.
+    clock::time_point last_sign_of_life() const { return heartbeat_at_.value_or(started_at_); }
+    bool kill_sent() const { return !kill_reason_.empty(); }
+    std::uint64_t relay_drops() const { return relay_drops_; }
+    // How it ended ("exited with status 0", "killed by watchdog: …"); empty while alive.
+    const std::string& exit_description() const { return exit_description_; }
+    bool exited_cleanly() const { return exited_cleanly_; }
+    bool memory_warning_logged() const { return memory_warning_logged_; }
+    void set_memory_warning_logged() { memory_warning_logged_ = true; }
 
 private:
     void on_message(ipc::message&& m);
     void on_channel_error(error_code ec, std::string_view what);
 
     net::io_context& ioc_;
-    slot_observer& owner_;
-    unsigned id_;
-    restart_backoff backoff_;
-    net::steady_timer restart_timer_;
-    bool restart_pending_ = false;
+    process_observer& owner_;
+    std::size_t index_;
+    unsigned slot_;
 
     std::shared_ptr<ipc::channel> channel_;
     pid_t pid_ = -1;
-    slot_state state_ = slot_state::stopped;
+    process_state state_ = process_state::starting;
     std::uint64_t generation_ = 0;
     clock::time_point started_at_{};
-    unsigned spawns_ = 0;
-    unsigned restarts_ = 0;
-    std::string last_exit_;
+    ipc::heartbeat_msg heartbeat_;
+    std::optional<clock::time_point> heartbeat_at_;
+    std::optional<std::string> retired_reason_;
+    std::string kill_reason_;
+    std::string exit_description_;
+    bool exited_cleanly_ = false;
+    bool memory_warning_logged_ = false;
 
     // least-conn bookkeeping: what the worker last reported plus what is still in flight.
     std::uint32_t reported_connections_ = 0;
