@@ -207,9 +207,11 @@ void worker_process::on_channel_error(error_code ec, std::string_view what) {
         spdlog::warn("worker {}: channel closed unexpectedly ({}); replacing the worker", slot_, what);
     else
         spdlog::error("worker {}: channel failed: {}: {}; replacing the worker", slot_, what, ec.message());
-    // Without its channel a worker is useless: make sure it goes.
+    // Without its channel a worker is useless: make sure it goes. A peer that closed the channel
+    // is usually already dying on its own (crash, outside SIGKILL): its wait status tells why, so
+    // only a channel we gave up on is named as the cause.
     state_ = process_state::draining;
-    kill(SIGKILL, "lost its channel");
+    kill(SIGKILL, peer_gone ? std::string() : "killed: its channel failed (" + std::string(what) + ")");
 }
 
 void worker_process::on_reaped(int wait_status) {

@@ -8,92 +8,16 @@
 //   SOCKHERD_BINARY=/path/to/sockherd node --test chat.test.mjs
 //
 // Env: SOCKHERD_BINARY (required), SOCKHERD_ARTIFACTS_DIR (screenshot + logs; default os.tmpdir()),
-//      CHROMIUM (default /usr/bin/chromium).
+//      CHROMIUM (default /usr/bin/chromium). The node gets its own admin port and control socket.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARTIFACTS = process.env.SOCKHERD_ARTIFACTS_DIR || os.tmpdir();
-const HOST = "127.0.0.1";
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Resolves with the result of `promise`, or rejects after `ms` with `what` in the message. */
-function within(ms, what, promise) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** GET http://127.0.0.1:port/path on a fresh connection; resolves { status, body }. */
-function get(port, urlPath, timeoutMs = 1000) {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: HOST, port, path: urlPath, agent: false, timeout: timeoutMs }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c) => (body += c));
-      res.on("end", () => resolve({ status: res.statusCode, body }));
-    });
-    req.on("timeout", () => req.destroy(new Error("request timed out")));
-    req.on("error", reject);
-  });
-}
-
-/** A child process in its own process group, with its output kept (and teed to a log file). */
-function start(cmd, args, logName) {
-  const logPath = path.join(ARTIFACTS, logName);
-  const log = fs.createWriteStream(logPath);
-  const child = spawn(cmd, args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  const proc = { child, logPath, output: "", exited: null };
-  const keep = (chunk) => {
-    proc.output = (proc.output + chunk.toString()).slice(-64 * 1024);
-    log.write(chunk);
-  };
-  child.stdout.on("data", keep);
-  child.stderr.on("data", keep);
-  proc.exit = new Promise((resolve) => {
-    child.on("exit", (code, signal) => {
-      proc.exited = { code, signal };
-      resolve(proc.exited);
-    });
-    child.on("error", (err) => {
-      keep(`spawn failed: ${err.message}\n`);
-      proc.exited = { code: null, signal: null, error: err };
-      resolve(proc.exited);
-    });
-  });
-  child.on("close", () => log.end());
-  return proc;
-}
-
-/** SIGKILL a process group we started, if it may still be there. Only ever our own children. */
-function killGroup(proc) {
-  if (!proc || !proc.child.pid) return;
-  try { process.kill(-proc.child.pid, "SIGKILL"); } catch { /* already gone */ }
-}
+import {
+  ARTIFACTS, HOST, checkEnvironment, closeChromium, freePort, get, killGroup, launchChromium, nodeConfig,
+  sleep, startNode as startSockherd, stopNode,
+} from "./lib.mjs";
 
 const state = {};
 process.on("exit", () => {
@@ -103,14 +27,11 @@ process.on("exit", () => {
 
 /** Starts sockherd on state.port; resolves once /healthz has answered 200 from both workers. */
 async function startNode(logName) {
-  const config = path.join(state.dir, "sockherd.toml");
-  fs.writeFileSync(config, [
-    "[server]", "workers = 2", "",
-    "[[listener]]", `address = "${HOST}:${state.port}"`, "",
-    "[scheduler]", 'policy = "round-robin"', "",
-    "[supervisor]", 'drain_timeout = "1s"', "",
-  ].join("\n"));
-  const node = start(path.resolve(process.env.SOCKHERD_BINARY), ["run", "--config", config], logName);
+  const config = nodeConfig({
+    dir: state.dir, port: state.port, adminPort: state.adminPort, workers: 2,
+    extra: ["[scheduler]", 'policy = "round-robin"', "", "[supervisor]", 'drain_timeout = "1s"'],
+  });
+  const node = startSockherd(state.dir, config, logName);
   state.node = node;
   const seen = new Set(); // round-robin alternates, so both workers answer within a few requests
   const deadline = Date.now() + 15000;
@@ -126,55 +47,23 @@ async function startNode(logName) {
   return node;
 }
 
-/** SIGTERM to the supervisor only (it stops its workers); asserts exit code 0 within 10 s. */
-async function stopNode(node) {
-  assert.ok(node && !node.exited, "sockherd is not running");
-  process.kill(node.child.pid, "SIGTERM");
-  const exited = await within(10000, "sockherd to exit after SIGTERM", node.exit);
-  assert.deepEqual(exited, { code: 0, signal: null }, `sockherd exit after SIGTERM; log:\n${node.output}`);
-  // Its workers are gone too (they are in the supervisor's process group).
-  assert.throws(() => process.kill(-node.child.pid, 0), { code: "ESRCH" }, "sockherd workers outlived the supervisor");
-}
-
 before(async () => {
-  const binary = process.env.SOCKHERD_BINARY;
-  if (!binary) throw new Error("SOCKHERD_BINARY is not set: point it at the sockherd binary to test (e.g. build/sockherd)");
-  if (!fs.existsSync(binary)) throw new Error(`SOCKHERD_BINARY=${binary}: no such file`);
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium package (run.sh does)`);
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  checkEnvironment();
   state.dir = fs.mkdtempSync(path.join(os.tmpdir(), "sockherd-browser-"));
 
   state.port = await freePort();
+  state.adminPort = await freePort();
   state.node = await startNode("sockherd-browser-node.log");
 
   // The browser: our own Chromium with a fresh profile, driven over CDP on loopback.
   state.profile = fs.mkdtempSync(path.join(os.tmpdir(), "sockherd-chromium-"));
-  state.browserProc = start(CHROMIUM, [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-default-browser-check", "--disable-default-apps", "--disable-extensions",
-    "--disable-domain-reliability", "--disable-client-side-phishing-detection", "--password-store=basic",
-    "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider",
-    "--disable-dev-shm-usage", `--user-data-dir=${state.profile}`,
-    "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank",
-  ], "sockherd-browser-chromium.log");
-  const endpoint = await within(20000, "Chromium to print its DevTools endpoint", (async () => {
-    for (;;) {
-      const m = /DevTools listening on (ws:\/\/127\.0\.0\.1:\d+\/\S+)/.exec(state.browserProc.output);
-      if (m) return m[1];
-      if (state.browserProc.exited) throw new Error(`Chromium exited: ${JSON.stringify(state.browserProc.exited)}\n${state.browserProc.output}`);
-      await sleep(50);
-    }
-  })());
-  state.browser = await chromium.connectOverCDP(endpoint, { timeout: 15000 });
+  const { proc, browser } = await launchChromium(state.profile, "sockherd-browser-chromium.log");
+  state.browserProc = proc;
+  state.browser = browser;
 });
 
 after(async () => {
-  try { await within(5000, "browser disconnect", state.browser?.close() ?? Promise.resolve()); } catch { /* killed below */ }
-  if (state.browserProc && !state.browserProc.exited) {
-    try { process.kill(-state.browserProc.child.pid, "SIGTERM"); } catch { /* gone */ }
-    try { await within(5000, "Chromium exit", state.browserProc.exit); } catch { killGroup(state.browserProc); }
-  }
+  await closeChromium(state.browser, state.browserProc);
   if (state.node && !state.node.exited) killGroup(state.node); // a failed test: no stray node
   for (const d of [state.profile, state.dir]) {
     if (d) try { fs.rmSync(d, { recursive: true, force: true, maxRetries: 3 }); } catch { /* best effort */ }

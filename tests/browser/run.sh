@@ -1,8 +1,9 @@
 #!/bin/sh
-# Browser test of the demo chat page: installs what is missing (Debian's chromium, the npm
-# packages from package-lock.json), then runs chat.test.mjs with node's test runner.
+# Browser tests (the demo chat page, the admin status page): installs what is missing (Debian's
+# chromium, the npm packages from package-lock.json), then runs the given test files (default:
+# all of them) with node's test runner.
 #
-#   SOCKHERD_BINARY=/path/to/sockherd sh tests/browser/run.sh
+#   SOCKHERD_BINARY=/path/to/sockherd sh tests/browser/run.sh [chat.test.mjs] [status.test.mjs]
 #
 # Env: SOCKHERD_BINARY (required; a sockherd built after the last edit of etc/www/index.html),
 #      SOCKHERD_ARTIFACTS_DIR (screenshots and logs; default: the system temp dir).
@@ -52,4 +53,13 @@ if [ ! -f node_modules/playwright-core/package.json ]; then
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 fi
 
-exec node --test chat.test.mjs
+if [ "$#" -eq 0 ]; then
+    set -- chat.test.mjs status.test.mjs
+fi
+for t in "$@"; do
+    if [ ! -f "$t" ]; then
+        echo "run.sh: no test file $here/$t" >&2
+        exit 2
+    fi
+done
+exec node --test "$@"

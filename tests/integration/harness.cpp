@@ -392,10 +392,110 @@ std::string config_text::str() const {
     return s;
 }
 
+namespace {
+
+std::string_view trim(std::string_view s) {
+    const auto b = s.find_first_not_of(" \t\r");
+    if (b == std::string_view::npos)
+        return {};
+    return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
+}
+
+// The name of a `[table]` header line (not `[[array]]`), else nullopt.
+std::optional<std::string> table_header(std::string_view line) {
+    line = trim(line);
+    if (line.size() < 3 || line[0] != '[' || line[1] == '[')
+        return std::nullopt;
+    const auto close = line.find(']');
+    if (close == std::string_view::npos)
+        return std::nullopt;
+    return std::string(trim(line.substr(1, close - 1)));
+}
+
+bool is_header(std::string_view line) {
+    line = trim(line);
+    return !line.empty() && line[0] == '[';
+}
+
+// `key = ...` (or a dotted `key.sub = ...`) at the start of the line.
+bool defines_key(std::string_view line, std::string_view key) {
+    line = trim(line);
+    if (line.substr(0, key.size()) != key)
+        return false;
+    const auto rest = trim(line.substr(key.size()));
+    return !rest.empty() && (rest[0] == '=' || rest[0] == '.');
+}
+
+// The string value of `key = "..."` in `[table]` ("" for the root), if the text has one.
+std::optional<std::string> string_key(const std::string& text, std::string_view table, std::string_view key) {
+    std::string current;
+    for (const auto& line : split_lines(text)) {
+        if (const auto name = table_header(line)) {
+            current = *name;
+            continue;
+        }
+        if (is_header(line)) {
+            current = "[[array]]";
+            continue;
+        }
+        if (current != table || !defines_key(line, key))
+            continue;
+        const auto open = line.find('"');
+        const auto close = open == std::string::npos ? open : line.find('"', open + 1);
+        if (close == std::string::npos)
+            return std::nullopt;
+        return line.substr(open + 1, close - open - 1);
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+std::string with_test_defaults(std::string config) {
+    const auto lines = split_lines(config);
+    bool has_admin = false;
+    bool has_control = false;
+    std::optional<std::size_t> server_line;   // `[server]`, or a root `server.key = ...`
+    bool dotted_server = false;
+    std::optional<std::size_t> first_header;
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        const auto name = table_header(lines[i]);
+        if (name == "admin" || defines_key(lines[i], "admin"))
+            has_admin = true;
+        if (name == "server" && !server_line)
+            server_line = i;
+        if (!first_header && !server_line && defines_key(lines[i], "server")) {
+            server_line = i;
+            dotted_server = true;
+        }
+        if (is_header(lines[i]) && !first_header)
+            first_header = i;
+        if (defines_key(lines[i], "control_socket") || defines_key(lines[i], "server.control_socket"))
+            has_control = true;
+    }
+    std::string out;
+    const std::string control = "control_socket = \"%%DIR%%/control.sock\"\n";
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        // TOML allows one [server] table: the key goes into the existing one (as a dotted key when
+        // the root defines server.x = ...), else into a new table placed before the first header
+        // (so no root key ends up inside it).
+        if (!has_control && !server_line && first_header == i)
+            out += "[server]\n" + control + "\n";
+        out += lines[i] + "\n";
+        if (!has_control && server_line == i)
+            out += dotted_server ? "server." + control : control;
+    }
+    if (!has_control && !server_line && !first_header)
+        out += "\n[server]\n" + control;
+    if (!has_admin)
+        out += "\n[admin]\naddress = \"127.0.0.1:%%ADMIN_PORT%%\"\n";
+    return out;
+}
+
 node::node(node_options opts) {
-    // Substitute %%PORT%%, %%PORTn%% (one free port per distinct name) and %%DIR%%.
+    // Substitute %%PORT%%, %%PORTn%%, %%ADMIN_PORT%% (one free port per distinct name) and %%DIR%%.
     std::string text;
-    const std::string& in = opts.config;
+    const std::string in = with_test_defaults(std::move(opts.config));
     std::size_t pos = 0;
     while (pos < in.size()) {
         const auto start = in.find("%%", pos);
@@ -412,7 +512,7 @@ node::node(node_options opts) {
         const std::string name = in.substr(start + 2, end - start - 2);
         if (name == "DIR") {
             text += dir_.path().string();
-        } else if (name.rfind("PORT", 0) == 0) {
+        } else if (name.rfind("PORT", 0) == 0 || name == "ADMIN_PORT") {
             auto it = std::find_if(ports_.begin(), ports_.end(), [&](const auto& p) { return p.first == name; });
             if (it == ports_.end()) {
                 ports_.emplace_back(name, free_port());
@@ -425,6 +525,16 @@ node::node(node_options opts) {
         pos = end + 2;
     }
     config_path_ = dir_.write_file("sockherd.toml", text);
+    const auto admin = string_key(text, "admin", "address").value_or("127.0.0.1:9090");
+    if (const auto colon = admin.rfind(':'); colon != std::string::npos && colon + 1 < admin.size()) {
+        const auto digits = admin.substr(colon + 1);
+        if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+            digits.size() <= 5)
+            admin_port_ = static_cast<std::uint16_t>(std::stoul(digits));
+    }
+    const auto dotted_control = string_key(text, "", "server.control_socket");
+    control_socket_ =
+        string_key(text, "server", "control_socket").value_or(dotted_control.value_or("/run/sockherd/control.sock"));
     proc_ = std::make_unique<process>(process::options{
         {binary_path(), "run", "--config", config_path_.string()}, std::move(opts.env), dir_.path()});
 }
@@ -462,6 +572,26 @@ std::uint16_t node::port(std::string_view placeholder) const {
         if (name == placeholder)
             return port;
     throw std::invalid_argument("node: no %%" + std::string(placeholder) + "%% in the config");
+}
+
+std::uint16_t node::admin_port() const {
+    if (!admin_port_)
+        throw std::invalid_argument("node: the config has no admin address with a port");
+    return *admin_port_;
+}
+
+http_reply node::admin_get(std::string_view target, const header_list& headers, milliseconds timeout) const {
+    return http_get(admin_port(), target, headers, timeout);
+}
+
+std::optional<nlohmann::json> node::status_json(const header_list& headers, milliseconds timeout) const {
+    const auto r = admin_get("/status.json", headers, timeout);
+    if (!r.ok() || r.status != 200)
+        return std::nullopt;
+    auto j = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object())
+        return std::nullopt;
+    return j;
 }
 
 bool node::wait_slots_ready(const std::vector<unsigned>& slots, milliseconds timeout) {

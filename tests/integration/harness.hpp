@@ -25,6 +25,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/net.hpp"
 
 namespace sockherd::test {
@@ -132,10 +134,13 @@ command_result run_command(std::vector<std::string> argv, milliseconds timeout =
 // The sockherd binary under test.
 std::string binary_path();
 
+struct http_reply;
+
 // ---- a running node ---------------------------------------------------------------------------
 
 // The usual test config: `workers` workers, one handoff listener on 127.0.0.1:%%PORT%%, log level
 // info, and `routes` (default: /echo echo + / static demo page), followed by `extra` TOML.
+// The node adds its own admin address and control socket unless `extra` sets them (see node_options).
 struct config_text {
     explicit config_text(unsigned worker_count = 2, std::string extra_toml = {})
         : workers(worker_count), extra(std::move(extra_toml)) {}
@@ -148,10 +153,16 @@ struct config_text {
 };
 
 struct node_options {
-    // TOML. Placeholders: %%PORT%% and %%PORTn%% (a free port each), %%DIR%% (the node's temp dir).
+    // TOML. Placeholders: %%PORT%%, %%PORTn%% and %%ADMIN_PORT%% (a free port each), %%DIR%% (the
+    // node's temp dir). A config without an [admin] table gets one on 127.0.0.1:%%ADMIN_PORT%%, and
+    // one without `control_socket` gets "%%DIR%%/control.sock" under [server], so no test binds the
+    // defaults (127.0.0.1:9090, /run/sockherd/control.sock).
     std::string config;
     env_list env;
 };
+
+// What the node adds to `config` (before placeholders are substituted): see node_options.
+std::string with_test_defaults(std::string config);
 
 // `sockherd run --config <temp>/sockherd.toml`, started by the constructor.
 class node {
@@ -165,6 +176,16 @@ public:
     node& operator=(const node&) = delete;
 
     std::uint16_t port(std::string_view placeholder = "PORT") const;
+    // The port of the [admin] address in the config as written (throws when there is none).
+    std::uint16_t admin_port() const;
+    // The control socket path in the config as written ("" when the config says none).
+    const std::filesystem::path& control_socket() const { return control_socket_; }
+    // GET `target` on the admin port.
+    http_reply admin_get(std::string_view target, const header_list& headers = {},
+                         milliseconds timeout = default_timeout) const;
+    // GET /status.json on the admin port, parsed; nullopt unless it answered 200 with valid JSON.
+    std::optional<nlohmann::json> status_json(const header_list& headers = {},
+                                              milliseconds timeout = default_timeout) const;
     const temp_dir& dir() const { return dir_; }
     const std::filesystem::path& config_path() const { return config_path_; }
     pid_t pid() const { return proc_->pid(); }
@@ -203,6 +224,8 @@ private:
     temp_dir dir_;
     std::vector<std::pair<std::string, std::uint16_t>> ports_;
     std::filesystem::path config_path_;
+    std::optional<std::uint16_t> admin_port_;
+    std::filesystem::path control_socket_;
     std::unique_ptr<process> proc_;
     mutable std::mutex seen_mutex_;
     mutable std::vector<pid_t> seen_workers_;
