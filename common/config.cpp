@@ -340,12 +340,12 @@ void read_supervisor(const toml::table& table, config& cfg) {
     if (beat != nullptr && sup.heartbeat_interval < duration(50))
         s.fail(*beat, "heartbeat_interval", "must be at least 50ms, got " + format_duration(sup.heartbeat_interval));
     const auto* watchdog = s.read_duration("watchdog_timeout", sup.watchdog_timeout, section::zero::rejected);
-    if (sup.watchdog_timeout < 2 * sup.heartbeat_interval) {
-        // One late heartbeat must not cost a worker its life.
+    if (sup.watchdog_timeout < 3 * sup.heartbeat_interval) {
+        // A late heartbeat or two (a slow handler, a busy machine) must not cost a worker its life.
         const auto* where = watchdog != nullptr ? watchdog : beat;
         s.fail(*where, watchdog != nullptr ? "watchdog_timeout" : "heartbeat_interval",
                "watchdog_timeout (" + format_duration(sup.watchdog_timeout) +
-                   ") must be at least twice heartbeat_interval (" + format_duration(sup.heartbeat_interval) + ")");
+                   ") must be at least 3 times heartbeat_interval (" + format_duration(sup.heartbeat_interval) + ")");
     }
     s.read_size("max_worker_memory", sup.max_worker_memory, 0, std::uint64_t{1} << 50);
     if (sup.max_worker_memory != 0 && sup.max_worker_memory < 16 * 1024 * 1024)

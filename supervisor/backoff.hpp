@@ -25,6 +25,12 @@ public:
         return std::min(delay, max_);
     }
 
+    // The current worker has now run for `uptime`: once that is a healthy stretch, start over.
+    void note_running(duration uptime) {
+        if (uptime >= healthy_after_)
+            failures_ = 0;
+    }
+
     // Consecutive exits without a healthy stretch between them.
     unsigned consecutive_failures() const { return failures_; }
 

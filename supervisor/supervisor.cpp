@@ -83,6 +83,7 @@ supervisor::supervisor(net::io_context& ioc, config cfg, std::string worker_exe)
     }
     for (unsigned i = 0; i < config_.server.workers; ++i)
         slots_.push_back(std::make_unique<worker_slot>(ioc_, i, config_));
+    pending_retire_reason_.resize(slots_.size());
 }
 
 supervisor::~supervisor() = default;
@@ -146,6 +147,13 @@ worker_slot* supervisor::slot_of(const worker_process& p) const {
 void supervisor::start_slot(worker_slot& slot) {
     if (phase_ != phase::running)
         return;
+    if (auto* p = spawn_process(slot.id()))
+        slot.filled_by(p);
+    else
+        slot.schedule_restart(milliseconds(0), [this, &slot] { start_slot(slot); });
+}
+
+worker_process* supervisor::spawn_process(unsigned slot_id) {
     std::size_t index = 0;
     while (index < procs_.size() && procs_[index])
         ++index;
@@ -154,13 +162,11 @@ void supervisor::start_slot(worker_slot& slot) {
         pending_.emplace_back();
         loads_.emplace_back();
     }
-    auto p = std::make_unique<worker_process>(ioc_, *this, index, slot.id());
-    if (!p->spawn(worker_exe_, config_, generation_)) {
-        slot.schedule_restart(milliseconds(0), [this, &slot] { start_slot(slot); });
-        return;
-    }
-    slot.filled_by(p.get());
+    auto p = std::make_unique<worker_process>(ioc_, *this, index, slot_id);
+    if (!p->spawn(worker_exe_, config_, generation_))
+        return nullptr;
     procs_[index] = std::move(p);
+    return procs_[index].get();
 }
 
 void supervisor::retire(worker_process& p, std::string reason) {
@@ -234,48 +240,102 @@ void supervisor::reap_children() {
 void supervisor::on_process_ready(worker_process& p) {
     if (phase_ != phase::running || p.retired())
         return;
-    resume_listeners();
-    if (!announced_ready_ &&
-        std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
-            return s->process() != nullptr && s->process()->state() == process_state::ready;
-        })) {
-        announced_ready_ = true;
-        spdlog::info("all {} worker(s) ready", slots_.size());
-        notifier_.ready();
-        report_to_systemd();
+    // A successor is ready: it takes the slot, and only now does its predecessor drain, so the
+    // slot never stops taking connections.
+    if (p.slot() < slots_.size() && slots_[p.slot()]->successor() == &p) {
+        auto& slot = *slots_[p.slot()];
+        slot.set_successor(nullptr);
+        auto* old = slot.process();
+        slot.vacate();
+        slot.filled_by(&p);
+        if (old != nullptr)
+            retire(*old, std::exchange(pending_retire_reason_[p.slot()], std::string()));
     }
+    resume_listeners();
+    maybe_announce_ready();
+}
+
+// READY=1 once the node serves as configured: every slot up, or failing (a slot that keeps
+// crashing is visible in status; it must not keep systemd waiting until it kills the node).
+void supervisor::maybe_announce_ready() {
+    if (announced_ready_ || phase_ != phase::running)
+        return;
+    unsigned up = 0;
+    for (const auto& slot : slots_) {
+        const auto* p = slot->process();
+        if (p != nullptr && p->state() == process_state::ready)
+            ++up;
+        else if (!slot->failing())
+            return;
+    }
+    if (up == 0)
+        return;
+    announced_ready_ = true;
+    if (up == slots_.size())
+        spdlog::info("all {} worker(s) ready", up);
+    else
+        spdlog::warn("{} of {} worker(s) ready, the others failing; the node is up", up, slots_.size());
+    report_to_systemd(); // STATUS= first, so systemd shows a summary from the moment it is up
+    notifier_.ready();
 }
 
 void supervisor::on_process_room(worker_process&) { resume_listeners(); }
 
-// Replaces a worker that grew over max_worker_memory, gracefully: a successor starts in its slot
-// at once and the old one drains (its WebSockets stay until drain_timeout).
 void supervisor::on_process_heartbeat(worker_process& p) {
+    if (p.stale()) {
+        p.set_stale(false);
+        spdlog::info("worker {}: pid {} reports again; taking connections", p.slot(), p.pid());
+        resume_listeners();
+    }
+    if (auto* slot = slot_of(p))
+        slot->note_running(duration_cast<milliseconds>(p.last_sign_of_life() - p.started_at()));
+    check_memory(p);
+}
+
+// Replaces a worker that grew over max_worker_memory, gracefully: a successor starts for its
+// slot, and once it is ready the old one drains (its WebSockets stay until drain_timeout).
+void supervisor::check_memory(worker_process& p) {
     const auto limit = config_.supervisor.max_worker_memory;
     const auto rss = p.heartbeat().rss_bytes;
     if (limit == 0 || rss <= limit || phase_ != phase::running || p.retired() ||
         p.state() != process_state::ready)
         return;
     auto* slot = slot_of(p);
-    if (slot == nullptr)
+    if (slot == nullptr || slot->successor() != nullptr)
         return;
+    auto warn_once = [&](const std::string& why) {
+        if (p.memory_warning_logged())
+            return;
+        p.set_memory_warning_logged();
+        spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}, but {}", p.slot(), p.pid(),
+                     format_memory(rss), format_size(limit), why);
+    };
+    // A replacement would be no smaller: it started over the limit.
+    if (p.first_rss() > limit)
+        return warn_once("it needed " + format_memory(p.first_rss()) +
+                         " before serving anyone; not replacing it (raise the limit)");
+    // One predecessor draining for its memory per slot at a time, at most one replacement per
+    // interval: a leak cannot multiply into several large processes per slot.
+    for (const auto& other : procs_)
+        if (other && other->alive() && other->retired() && other->slot() == slot->id() && other->replaced_for_memory())
+            return warn_once("its predecessor (pid " + std::to_string(other->pid()) +
+                             ") is still draining; replacing it once that one has exited");
     const auto now = std::chrono::steady_clock::now();
-    if (slot->last_memory_replacement && now - *slot->last_memory_replacement < memory_replacement_interval) {
-        if (!p.memory_warning_logged()) {
-            p.set_memory_warning_logged();
-            spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}, but slot {} was replaced for its "
-                         "memory less than {} s ago; waiting (is the limit below what a fresh worker needs?)",
-                         p.slot(), p.pid(), format_memory(rss), format_size(limit), p.slot(),
-                         memory_replacement_interval.count());
-        }
-        return;
-    }
+    if (slot->last_memory_replacement && now - *slot->last_memory_replacement < memory_replacement_interval)
+        return warn_once("slot " + std::to_string(slot->id()) + " was replaced for its memory less than " +
+                         std::to_string(memory_replacement_interval.count()) + " s ago; waiting");
+    auto* successor = spawn_process(slot->id());
+    if (successor == nullptr)
+        return; // logged; the next heartbeat tries again
     slot->last_memory_replacement = now;
+    slot->set_successor(successor);
+    p.set_replaced_for_memory();
     ++memory_replacements_;
-    spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}; replacing it gracefully (drain {} ms)",
-                 p.slot(), p.pid(), format_memory(rss), format_size(limit), config_.supervisor.drain_timeout.count());
-    retire(p, "replaced: rss " + format_memory(rss) + " over max_worker_memory " + format_size(limit));
-    start_slot(*slot);
+    pending_retire_reason_[slot->id()] = "replaced: rss " + format_memory(rss) + " over max_worker_memory " + format_size(limit);
+    spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}; replacing it gracefully: pid {} starts, "
+                 "then it drains ({} ms)",
+                 p.slot(), p.pid(), format_memory(rss), format_size(limit), successor->pid(),
+                 config_.supervisor.drain_timeout.count());
 }
 
 // A message published on one worker goes, encoded once, to every other worker with interest.
@@ -313,22 +373,39 @@ void supervisor::on_process_exited(worker_process& p) {
     // Its subscribers are gone with it; a successor starts clean.
     interest_.forget(static_cast<interest_registry::slot_id>(p.index()));
     auto* slot = slot_of(p);
+    worker_slot* successor_of = nullptr; // the slot `p` was about to take over
+    if (p.slot() < slots_.size() && slots_[p.slot()]->successor() == &p)
+        successor_of = slots_[p.slot()].get();
+    // Seen alive for: a worker killed by the watchdog had stopped long before it was killed.
+    const auto uptime = duration_cast<milliseconds>(p.last_sign_of_life() - p.started_at());
+    // The process table entry goes once this call has returned (we are inside its on_reaped).
+    net::post(ioc_, [this, index = p.index()] { procs_[index].reset(); });
+
+    if (successor_of != nullptr) {
+        // The replacement died before it was ready; the old worker keeps serving and the next
+        // heartbeat over the limit tries again (after memory_replacement_interval).
+        successor_of->set_successor(nullptr);
+        spdlog::warn("worker {}: replacement pid {} {} before it was ready; pid {} keeps serving", p.slot(), p.pid(),
+                     p.exit_description(), successor_of->process() ? successor_of->process()->pid() : 0);
+    }
     if (slot != nullptr) {
         slot->vacate();
         slot->set_last_exit(p.exit_description());
-    } else if (p.retired() && p.slot() < slots_.size()) {
-        slots_[p.slot()]->set_last_exit(p.retired_reason() + "; " + p.exit_description());
+        if (auto* next = slot->successor()) {
+            // It died while its replacement was starting: the replacement takes the slot now.
+            slot->set_successor(nullptr);
+            slot->filled_by(next);
+            pending_retire_reason_[slot->id()].clear();
+        }
     }
-    const auto uptime = duration_cast<milliseconds>(std::chrono::steady_clock::now() - p.started_at());
-    // The process table entry goes once this call has returned (we are inside its on_reaped).
-    net::post(ioc_, [this, index = p.index()] { procs_[index].reset(); });
 
     if (phase_ != phase::running) {
         maybe_finish();
         return;
     }
-    if (slot != nullptr)
+    if (slot != nullptr && slot->process() == nullptr)
         slot->schedule_restart(uptime, [this, slot] { start_slot(*slot); });
+    maybe_announce_ready();
     report_to_systemd();
 }
 
@@ -343,14 +420,19 @@ void supervisor::scale_to(unsigned workers) {
         while (slots_.size() > workers) {
             auto& slot = *slots_.back();
             slot.cancel_restart();
+            const std::string why = "slot removed (scaled down to " + std::to_string(workers) + " workers)";
+            if (auto* p = slot.successor())
+                retire(*p, why);
             if (auto* p = slot.process())
-                retire(*p, "slot removed (scaled down to " + std::to_string(workers) + " workers)");
+                retire(*p, why);
             restarts_of_removed_slots_ += slot.restarts();
             slots_.pop_back();
         }
     }
     config_.server.workers = workers;
+    pending_retire_reason_.resize(workers);
     spdlog::info("workers: {} -> {}", before, workers);
+    maybe_announce_ready();
     report_to_systemd();
 }
 
@@ -366,7 +448,11 @@ void supervisor::on_control(const std::vector<std::string>& words, control_serve
         spdlog::info("control socket: graceful stop (drain timeout {} ms)", config_.supervisor.drain_timeout.count());
         respond({true, "stopping: draining " + std::to_string(slots_.size()) + " worker(s), drain timeout " +
                            format_duration(config_.supervisor.drain_timeout) + "\n"});
-        begin_stop(stop_mode::graceful);
+        // After the answer is on its way: with no worker left the stop ends the loop at once.
+        net::post(ioc_, [this] {
+            if (phase_ == phase::running)
+                begin_stop(stop_mode::graceful);
+        });
         return;
     }
     if (command == "reload" && words.size() == 1) {
@@ -422,6 +508,11 @@ void supervisor::health_tick() {
         if (!p->heartbeat_at())
             limit = std::max(limit, start_allowance);
         const auto silent = duration_cast<milliseconds>(now - p->last_sign_of_life());
+        if (p->heartbeat_at() && !p->stale() && silent > 2 * config_.supervisor.heartbeat_interval) {
+            p->set_stale(true);
+            spdlog::warn("worker {}: pid {} has not reported for {}; no new connections until it does", p->slot(),
+                         p->pid(), format_seconds(silent));
+        }
         if (silent < limit)
             continue;
         ++watchdog_kills_;

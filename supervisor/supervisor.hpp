@@ -51,6 +51,10 @@ private:
     void on_process_interest(worker_process&, ipc::interest_msg&&) override;
 
     void start_slot(worker_slot& slot);
+    // A new process for `slot_id` in a free entry of the process table; null if it cannot start.
+    worker_process* spawn_process(unsigned slot_id);
+    void check_memory(worker_process& p);
+    void maybe_announce_ready();
     // Takes the process out of its slot and drains it; the slot is free for a successor.
     void retire(worker_process& p, std::string reason);
     void scale_to(unsigned workers);
@@ -98,6 +102,7 @@ private:
     std::unique_ptr<control_server> control_;
     systemd_notifier notifier_;
     bool announced_ready_ = false;
+    std::vector<std::string> pending_retire_reason_; // per slot: why its successor replaces it
 
     net::signal_set signals_;
     net::steady_timer stop_deadline_;

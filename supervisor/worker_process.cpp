@@ -154,7 +154,8 @@ void worker_process::kill(int signal, std::string reason) {
 }
 
 bool worker_process::eligible() const {
-    return state_ == process_state::ready && channel_ && channel_->is_open() && !channel_->full();
+    return state_ == process_state::ready && !stale_ && kill_reason_.empty() && channel_ && channel_->is_open() &&
+           !channel_->full();
 }
 
 std::uint32_t worker_process::load() const {
@@ -170,6 +171,8 @@ void worker_process::on_message(ipc::message&& m) {
             owner_.on_process_ready(*this);
         }
     } else if (auto* h = std::get_if<ipc::heartbeat_msg>(&m)) {
+        if (!heartbeat_at_)
+            first_rss_ = h->rss_bytes;
         heartbeat_ = *h;
         heartbeat_at_ = clock::now();
         owner_.on_process_heartbeat(*this);

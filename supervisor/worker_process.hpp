@@ -102,6 +102,14 @@ public:
     bool exited_cleanly() const { return exited_cleanly_; }
     bool memory_warning_logged() const { return memory_warning_logged_; }
     void set_memory_warning_logged() { memory_warning_logged_ = true; }
+    // RSS in its first heartbeat: what this worker needed before serving anyone.
+    std::uint64_t first_rss() const { return first_rss_; }
+    // Late with its heartbeat (more than two intervals): probably stopped or stuck, so it gets no
+    // new connections until it reports again. Set by the supervisor's health tick.
+    bool stale() const { return stale_; }
+    bool replaced_for_memory() const { return replaced_for_memory_; }
+    void set_replaced_for_memory() { replaced_for_memory_ = true; }
+    void set_stale(bool s) { stale_ = s; }
 
 private:
     void on_message(ipc::message&& m);
@@ -124,6 +132,9 @@ private:
     std::string exit_description_;
     bool exited_cleanly_ = false;
     bool memory_warning_logged_ = false;
+    bool stale_ = false;
+    bool replaced_for_memory_ = false;
+    std::uint64_t first_rss_ = 0;
 
     // least-conn bookkeeping: what the worker last reported plus what is still in flight.
     std::uint32_t reported_connections_ = 0;

@@ -29,8 +29,10 @@ void worker_slot::schedule_restart(std::chrono::milliseconds uptime, std::functi
         spdlog::info("worker {}: restarting in {} ms", id_, delay.count());
     restart_pending_ = true;
     restart_timer_.expires_after(delay);
-    restart_timer_.async_wait([this, start = std::move(start)](error_code ec) {
-        if (ec)
+    // An expired timer's handler may already be queued when cancel_restart() or the slot's
+    // destruction comes: the token and the flag keep it from acting for a slot that moved on.
+    restart_timer_.async_wait([this, alive = std::weak_ptr<char>(alive_), start = std::move(start)](error_code ec) {
+        if (ec || alive.expired() || !restart_pending_)
             return;
         restart_pending_ = false;
         start();

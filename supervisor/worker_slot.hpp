@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -31,10 +32,17 @@ public:
     // Records a new process in the slot; every one after the first counts as a restart.
     void filled_by(worker_process* p);
     void vacate() { process_ = nullptr; }
+    // A process started to take over from process() (memory replacement); it fills the slot once
+    // it is ready, and only then does the old one drain.
+    worker_process* successor() const { return successor_; }
+    void set_successor(worker_process* p) { successor_ = p; }
 
-    // After its process exited following `uptime`: starts the restart timer per the backoff;
-    // `start` runs when it fires.
+    // After its process exited having been seen alive for `uptime`: starts the restart timer per
+    // the backoff; `start` runs when it fires (never after the slot is gone or the restart was
+    // cancelled, even if the timer had already expired).
     void schedule_restart(std::chrono::milliseconds uptime, std::function<void()> start);
+    // The slot's process has been up for `uptime`; a long enough stretch resets the backoff.
+    void note_running(std::chrono::milliseconds uptime) { backoff_.note_running(uptime); }
     void cancel_restart();
     bool restart_pending() const { return restart_pending_; }
 
@@ -54,6 +62,8 @@ private:
     net::steady_timer restart_timer_;
     bool restart_pending_ = false;
     worker_process* process_ = nullptr;
+    worker_process* successor_ = nullptr;
+    std::shared_ptr<char> alive_ = std::make_shared<char>(); // restart callbacks check it
     unsigned starts_ = 0;
     unsigned restarts_ = 0;
     std::string last_exit_;

@@ -261,7 +261,7 @@ TEST(config, health_and_admin_keys) {
 control_socket = "/tmp/x/control.sock"
 [supervisor]
 heartbeat_interval = "250ms"
-watchdog_timeout = "500ms"
+watchdog_timeout = "750ms"
 max_worker_memory = "300MiB"
 [admin]
 address = "[::]:9191"
@@ -269,7 +269,7 @@ token = "s3cret"
 )");
     EXPECT_EQ(cfg.server.control_socket, "/tmp/x/control.sock");
     EXPECT_EQ(cfg.supervisor.heartbeat_interval, 250ms);
-    EXPECT_EQ(cfg.supervisor.watchdog_timeout, 500ms);
+    EXPECT_EQ(cfg.supervisor.watchdog_timeout, 750ms);
     EXPECT_EQ(cfg.supervisor.max_worker_memory, 300u * 1024 * 1024);
     EXPECT_EQ(*cfg.admin.endpoint, endpoint("::", 9191));
     EXPECT_EQ(cfg.admin.token, "s3cret");
@@ -414,10 +414,10 @@ const bad_file bad_files[] = {
      "[server] control_socket: a Unix socket path may be at most 107 bytes, got 124"},
     {"heartbeat_too_fast", "[supervisor]\nheartbeat_interval = \"10ms\"\n", 2, 22,
      "[supervisor] heartbeat_interval: must be at least 50ms, got 10ms"},
-    {"watchdog_below_two_heartbeats", "[supervisor]\nheartbeat_interval = \"1s\"\nwatchdog_timeout = \"1500ms\"\n", 3,
-     20, "[supervisor] watchdog_timeout: watchdog_timeout (1s500ms) must be at least twice heartbeat_interval (1s)"},
-    {"heartbeat_over_half_default_watchdog", "[supervisor]\nheartbeat_interval = \"6s\"\n", 2, 22,
-     "[supervisor] heartbeat_interval: watchdog_timeout (10s) must be at least twice heartbeat_interval (6s)"},
+    {"watchdog_below_three_heartbeats", "[supervisor]\nheartbeat_interval = \"1s\"\nwatchdog_timeout = \"2500ms\"\n", 3,
+     20, "[supervisor] watchdog_timeout: watchdog_timeout (2s500ms) must be at least 3 times heartbeat_interval (1s)"},
+    {"heartbeat_over_a_third_of_default_watchdog", "[supervisor]\nheartbeat_interval = \"4s\"\n", 2, 22,
+     "[supervisor] heartbeat_interval: watchdog_timeout (10s) must be at least 3 times heartbeat_interval (4s)"},
     {"worker_memory_too_small", "[supervisor]\nmax_worker_memory = \"1MiB\"\n", 2, 21,
      "[supervisor] max_worker_memory: must be 0 (no limit) or at least 16MiB, got 1MiB"},
     {"duplicate_route", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n[[route]]\nkind = \"static\"\npath = \"/a\"\n",
