@@ -435,6 +435,8 @@ void admin_server::start() {
     impl_->do_accept();
 }
 
+void admin_server::set_token(std::string token) { impl_->opts.token = std::move(token); }
+
 void admin_server::close() {
     impl_->close();
 }

@@ -28,6 +28,8 @@ public:
     admin_server& operator=(const admin_server&) = delete;
 
     void start();
+    // A reload changed [admin] token (the address is unchanged): applies to the next request.
+    void set_token(std::string token);
     // Stops accepting and closes open admin connections.
     void close();
     tcp::endpoint local_endpoint() const;

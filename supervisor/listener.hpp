@@ -29,6 +29,8 @@ public:
     void close();
 
     std::uint16_t id() const { return id_; }
+    // A reload kept this socket but its place in the new config's listener list moved.
+    void set_id(std::uint16_t id) { id_ = id; }
     const listener_config& config() const { return config_; }
     tcp::endpoint local_endpoint() const;
     std::uint64_t accepted_total() const { return accepted_total_; }

@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/logging.hpp"
 #include "common/units.hpp"
 
 namespace sockherd::supervisor {
@@ -70,7 +71,8 @@ worker_counters counters_of(const ipc::heartbeat_msg& h) {
 supervisor::supervisor(net::io_context& ioc, config cfg, std::string worker_exe)
     : ioc_(ioc), config_(std::move(cfg)), worker_exe_(std::move(worker_exe)),
       started_at_(std::chrono::steady_clock::now()), started_at_wall_(std::chrono::system_clock::now()),
-      scheduler_(config_.scheduler.policy), notifier_(ioc), signals_(ioc), stop_deadline_(ioc), health_timer_(ioc) {
+      scheduler_(config_.scheduler.policy), notifier_(ioc), reload_timer_(ioc), signals_(ioc),
+      stop_deadline_(ioc), health_timer_(ioc) {
     // Every listener is bound before any worker exists, so a bad address fails the start at once.
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         auto l = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), config_.listeners[i]);
@@ -114,17 +116,22 @@ int supervisor::run() {
     return exit_code_;
 }
 
+std::unique_ptr<control_server> supervisor::make_control_server(const std::string& path) {
+    auto server = std::make_unique<control_server>(
+        ioc_, path, [this](const std::vector<std::string>& words, control_server::respond_fn respond) {
+            on_control(words, std::move(respond));
+        });
+    server->start();
+    spdlog::info("control socket {}", path);
+    return server;
+}
+
 void supervisor::start_control_socket() {
     const auto& path = config_.server.control_socket;
     if (path.empty())
         return;
     try {
-        control_ = std::make_unique<control_server>(
-            ioc_, path, [this](const std::vector<std::string>& words, control_server::respond_fn respond) {
-                on_control(words, std::move(respond));
-            });
-        control_->start();
-        spdlog::info("control socket {}", path);
+        control_ = make_control_server(path);
     } catch (const std::system_error& e) {
         // Not being allowed to create it (a non-root user and the packaged /run path) leaves the
         // node without `sockherd status`, not without service; anything else is a real conflict.
@@ -207,12 +214,8 @@ void supervisor::on_signal(int signo) {
         begin_stop(stop_mode::immediate);
         break;
     case SIGHUP:
-        spdlog::warn("SIGHUP: configuration reload is not available in this version; "
-                     "still running generation {} from {}", generation_, config_.source_name);
-        last_reload_ = {"unavailable", "configuration reload is not available in this version",
-                        std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count()};
+        spdlog::info("SIGHUP: reloading {}", config_.source_name);
+        request_reload(nullptr);
         break;
     case SIGUSR1:
         spdlog::info("SIGUSR1: logs go to stderr; nothing to reopen");
@@ -380,6 +383,10 @@ void supervisor::on_process_exited(worker_process& p) {
     const auto uptime = duration_cast<milliseconds>(p.last_sign_of_life() - p.started_at());
     // The process table entry goes once this call has returned (we are inside its on_reaped).
     net::post(ioc_, [this, index = p.index()] { procs_[index].reset(); });
+    if (reload_running_) {
+        std::erase(reload_awaiting_, p.index());
+        net::post(ioc_, [this] { maybe_finish_reload(); });
+    }
 
     if (successor_of != nullptr) {
         // The replacement died before it was ready; the old worker keeps serving and the next
@@ -407,6 +414,218 @@ void supervisor::on_process_exited(worker_process& p) {
         slot->schedule_restart(uptime, [this, slot] { start_slot(*slot); });
     maybe_announce_ready();
     report_to_systemd();
+}
+
+void supervisor::request_reload(control_server::respond_fn respond) {
+    if (phase_ != phase::running) {
+        if (respond)
+            respond({false, "the node is stopping; not reloading\n"});
+        return;
+    }
+    if (reload_running_) {
+        if (!reload_queued_)
+            spdlog::info("reload: one is running; this one runs when it is done");
+        reload_queued_ = true;
+        if (respond)
+            next_reload_waiters_.push_back(std::move(respond));
+        return;
+    }
+    if (respond)
+        reload_waiters_.push_back(std::move(respond));
+    start_reload();
+}
+
+void supervisor::start_reload() {
+    reload_running_ = true;
+    notifier_.reloading();
+    std::string summary;
+    if (auto error = prepare_and_commit_reload(summary)) {
+        finish_reload(false, *error);
+        return;
+    }
+    reload_summary_ = std::move(summary);
+    // Done once every running worker has confirmed the new generation (so `sockherd reload`
+    // returning means new connections see it), or at a deadline.
+    reload_timer_.expires_after(std::chrono::seconds(10));
+    reload_timer_.async_wait([this](error_code ec) {
+        if (ec || !reload_running_)
+            return;
+        spdlog::warn("reload: {} worker(s) did not confirm generation {} within 10 s", reload_awaiting_.size(),
+                     generation_);
+        finish_reload(true, reload_summary_ + "; " + std::to_string(reload_awaiting_.size()) +
+                                " worker(s) did not confirm it within 10 s");
+    });
+    maybe_finish_reload();
+}
+
+std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& summary) {
+    if (config_.source_name == default_config().source_name)
+        return std::string("the node runs the embedded default configuration (started without --config); "
+                           "there is no file to reload");
+    auto result = load_config_file(config_.source_name);
+    if (auto* err = std::get_if<config_error>(&result))
+        return err->to_string();
+    config next = std::get<config>(std::move(result));
+
+    // Everything that can fail happens before anything changes: bind new listeners, the admin
+    // listener at a new address, the control socket at a new path. Kept listeners keep their
+    // socket (no close, no rebind), so the kernel never refuses a connection on them.
+    std::vector<std::optional<std::size_t>> kept(next.listeners.size()); // index into listeners_
+    std::vector<std::unique_ptr<listener>> fresh(next.listeners.size());
+    std::vector<bool> still_used(listeners_.size(), false);
+    std::unique_ptr<admin_server> new_admin;
+    std::unique_ptr<control_server> new_control;
+    try {
+        for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+            for (std::size_t j = 0; j < listeners_.size(); ++j) {
+                if (!still_used[j] && listeners_[j]->config().endpoint == next.listeners[i].endpoint) {
+                    still_used[j] = true;
+                    kept[i] = j;
+                    break;
+                }
+            }
+            if (!kept[i])
+                fresh[i] = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), next.listeners[i]);
+        }
+        if (next.admin.endpoint && (!config_.admin.endpoint || *next.admin.endpoint != *config_.admin.endpoint)) {
+            if (admin_ && admin_->local_endpoint().port() == next.admin.endpoint->port())
+                return std::string("[admin] address: moving the admin listener to another address on the same "
+                                   "port needs a restart");
+            new_admin = std::make_unique<admin_server>(ioc_, admin_server::options{*next.admin.endpoint, next.admin.token},
+                                                       [this] { return snapshot(); });
+        }
+        if (!next.server.control_socket.empty() && next.server.control_socket != config_.server.control_socket)
+            new_control = make_control_server(next.server.control_socket);
+    } catch (const std::system_error& e) {
+        return std::string(e.what());
+    }
+
+    // Commit. From here nothing fails.
+    unsigned added = 0, removed = 0;
+    std::vector<std::unique_ptr<listener>> listeners(next.listeners.size());
+    for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+        if (kept[i]) {
+            listeners[i] = std::move(listeners_[*kept[i]]);
+            listeners[i]->set_id(static_cast<std::uint16_t>(i));
+        } else {
+            listeners[i] = std::move(fresh[i]);
+            ++added;
+            spdlog::info("reload: listening on {} ({})", listeners[i]->config().address,
+                         to_string(listeners[i]->config().mode));
+            listeners[i]->start({
+                [this] { return has_room(); },
+                [this](std::uint16_t id, unique_fd fd, const tcp::endpoint& peer) {
+                    dispatch(id, std::move(fd), peer);
+                },
+                [this] { flush_handoffs(); },
+            });
+        }
+    }
+    for (std::size_t j = 0; j < listeners_.size(); ++j) {
+        if (listeners_[j]) {
+            // Accepts happen in whole batches that end with their hand-offs flushed, so closing
+            // between handlers leaves no accepted connection behind.
+            spdlog::info("reload: no longer listening on {}", listeners_[j]->config().address);
+            listeners_[j]->close();
+            ++removed;
+            // Its cancelled wait and timer handlers are queued now and still refer to it: it goes
+            // after them (the queue is FIFO; two turns for good measure).
+            net::post(ioc_, [this, l = std::shared_ptr<listener>(std::move(listeners_[j]))]() mutable {
+                net::post(ioc_, [l = std::move(l)] {});
+            });
+        }
+    }
+    listeners_ = std::move(listeners);
+
+    if (new_admin) {
+        if (admin_)
+            admin_->close();
+        admin_ = std::move(new_admin);
+        admin_->start();
+    } else if (!next.admin.endpoint && admin_) {
+        spdlog::info("reload: admin listener off");
+        admin_->close();
+        admin_.reset();
+    } else if (admin_ && next.admin.token != config_.admin.token) {
+        admin_->set_token(next.admin.token);
+    }
+    if (new_control) {
+        if (control_)
+            control_->close();
+        control_ = std::move(new_control);
+    } else if (next.server.control_socket.empty() && control_) {
+        control_->close();
+        control_.reset();
+    }
+
+    const auto workers_before = static_cast<unsigned>(slots_.size());
+    const auto workers_after = next.server.workers;
+    config_ = std::move(next);
+    config_.server.workers = workers_before; // scale_to() below moves it
+    ++generation_;
+    scheduler_.set_policy(config_.scheduler.policy);
+    apply_log_config("supervisor", config_);
+
+    // In place: every running worker switches to the new generation for new connections and
+    // requests; its sessions stay open. Draining workers finish on the config they have.
+    reload_awaiting_.clear();
+    for (auto& p : procs_) {
+        if (p && p->alive() && !p->retired() && p->state() != process_state::draining) {
+            p->send_config(config_, generation_);
+            reload_awaiting_.push_back(p->index());
+        }
+    }
+    if (workers_after != workers_before)
+        scale_to(workers_after);
+
+    summary = "generation " + std::to_string(generation_);
+    if (added || removed)
+        summary += ", listeners +" + std::to_string(added) + " -" + std::to_string(removed);
+    if (workers_after != workers_before)
+        summary += ", workers " + std::to_string(workers_before) + " -> " + std::to_string(workers_after);
+    return std::nullopt;
+}
+
+void supervisor::on_process_config_applied(worker_process& p) {
+    if (!reload_running_)
+        return;
+    std::erase(reload_awaiting_, p.index());
+    maybe_finish_reload();
+}
+
+void supervisor::maybe_finish_reload() {
+    if (!reload_running_ || !reload_awaiting_.empty())
+        return;
+    finish_reload(true, reload_summary_);
+}
+
+void supervisor::finish_reload(bool ok, const std::string& message) {
+    reload_timer_.cancel();
+    reload_running_ = false;
+    last_reload_ = {ok ? "ok" : "failed", message,
+                    std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                        .count()};
+    if (ok)
+        spdlog::info("reload: {} applied from {}", message, config_.source_name);
+    else
+        spdlog::warn("reload failed: {}; still running generation {}", message, generation_);
+    auto waiters = std::move(reload_waiters_);
+    reload_waiters_.clear();
+    for (auto& respond : waiters)
+        respond({ok, (ok ? "reloaded: " : "reload failed: ") + message + "\n"});
+    if (phase_ == phase::running) {
+        notifier_.ready(); // leaves systemd's "reloading" state, whatever the outcome
+        report_to_systemd();
+    }
+    if (reload_queued_ && phase_ == phase::running) {
+        reload_queued_ = false;
+        reload_waiters_ = std::move(next_reload_waiters_);
+        next_reload_waiters_.clear();
+        net::post(ioc_, [this] {
+            if (phase_ == phase::running && !reload_running_)
+                start_reload();
+        });
+    }
 }
 
 void supervisor::scale_to(unsigned workers) {
@@ -455,15 +674,8 @@ void supervisor::on_control(const std::vector<std::string>& words, control_serve
         });
         return;
     }
-    if (command == "reload" && words.size() == 1) {
-        spdlog::warn("control socket: reload requested; configuration reload is not available in this version");
-        last_reload_ = {"unavailable", "configuration reload is not available in this version",
-                        std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count()};
-        return respond({false, "reload is not available in this version: the node keeps running generation " +
-                                   std::to_string(generation_) + " from " + config_.source_name + "\n"});
-    }
+    if (command == "reload" && words.size() == 1)
+        return request_reload(std::move(respond));
     if (command == "workers" && words.size() == 2) {
         unsigned n = 0;
         const auto& arg = words[1];
@@ -660,6 +872,16 @@ void supervisor::resume_listeners() {
 
 void supervisor::begin_stop(stop_mode mode) {
     notifier_.stopping();
+    if (reload_running_ || reload_queued_) {
+        // The stop wins: a reload in flight ends here, and nothing queued runs.
+        reload_timer_.cancel();
+        reload_queued_ = false;
+        for (auto& w : next_reload_waiters_)
+            reload_waiters_.push_back(std::move(w));
+        next_reload_waiters_.clear();
+        if (reload_running_)
+            finish_reload(false, "the node is stopping");
+    }
     if (mode == stop_mode::graceful) {
         phase_ = phase::draining;
         for (auto& l : listeners_)

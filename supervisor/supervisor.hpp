@@ -47,6 +47,7 @@ private:
     void on_process_room(worker_process&) override;
     void on_process_exited(worker_process&) override;
     void on_process_heartbeat(worker_process&) override;
+    void on_process_config_applied(worker_process&) override;
     void on_process_publish(worker_process&, ipc::publish_msg&&) override;
     void on_process_interest(worker_process&, ipc::interest_msg&&) override;
 
@@ -66,6 +67,17 @@ private:
     void begin_stop(stop_mode mode);
     void maybe_finish();
 
+    // Reload (SIGHUP, `sockherd reload`). One runs at a time; requests that arrive meanwhile
+    // coalesce into one more reload after it. `respond` (may be null) gets the outcome.
+    void request_reload(control_server::respond_fn respond);
+    void start_reload();
+    // Reads, validates and binds everything new, then commits; an error string leaves the old
+    // configuration running untouched.
+    std::optional<std::string> prepare_and_commit_reload(std::string& summary);
+    void maybe_finish_reload();
+    void finish_reload(bool ok, const std::string& message);
+
+    std::unique_ptr<control_server> make_control_server(const std::string& path);
     void start_control_socket();
     void on_control(const std::vector<std::string>& words, control_server::respond_fn respond);
     void schedule_health_tick();
@@ -103,6 +115,14 @@ private:
     systemd_notifier notifier_;
     bool announced_ready_ = false;
     std::vector<std::string> pending_retire_reason_; // per slot: why its successor replaces it
+
+    bool reload_running_ = false;
+    bool reload_queued_ = false;
+    std::vector<control_server::respond_fn> reload_waiters_;      // of the running reload
+    std::vector<control_server::respond_fn> next_reload_waiters_; // of the queued one
+    std::vector<std::size_t> reload_awaiting_;                    // process indexes yet to confirm
+    std::string reload_summary_;
+    net::steady_timer reload_timer_;
 
     net::signal_set signals_;
     net::steady_timer stop_deadline_;

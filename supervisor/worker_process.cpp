@@ -98,7 +98,7 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
     child.detach(); // the supervisor reaps its workers itself (SIGCHLD + waitpid)
     theirs.reset();
 
-    generation_ = generation;
+    generation_ = pending_generation_ = generation;
     state_ = process_state::starting;
     started_at_ = clock::now();
 
@@ -111,6 +111,12 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
     });
     spdlog::info("worker {}: started, pid {}, generation {}", slot_, pid_, generation_);
     return true;
+}
+
+void worker_process::send_config(const config& cfg, std::uint64_t generation) {
+    pending_generation_ = generation;
+    if (channel_)
+        channel_->send(ipc::config_msg{generation, cfg.source_text});
 }
 
 void worker_process::hand_off(ipc::handoff_msg&& msg) {
@@ -169,6 +175,12 @@ void worker_process::on_message(ipc::message&& m) {
             state_ = process_state::ready;
             spdlog::info("worker {}: ready (pid {})", slot_, pid_);
             owner_.on_process_ready(*this);
+        }
+        if (r->generation > generation_ && r->generation <= pending_generation_) {
+            generation_ = r->generation;
+            spdlog::debug("worker {}: pid {} runs generation {}", slot_, pid_, generation_);
+            if (generation_ == pending_generation_)
+                owner_.on_process_config_applied(*this);
         }
     } else if (auto* h = std::get_if<ipc::heartbeat_msg>(&m)) {
         if (!heartbeat_at_)

@@ -35,6 +35,7 @@ public:
     virtual void on_process_room(worker_process&) = 0;   // its channel can take hand-offs again
     virtual void on_process_exited(worker_process&) = 0; // reaped; state is exited
     virtual void on_process_heartbeat(worker_process&) = 0;
+    virtual void on_process_config_applied(worker_process&) = 0; // acknowledged send_config()
     virtual void on_process_publish(worker_process&, ipc::publish_msg&&) = 0;
     virtual void on_process_interest(worker_process&, ipc::interest_msg&&) = 0;
 
@@ -56,6 +57,10 @@ public:
     // Spawns `exe worker --channel-fd N --slot S` and sends it `cfg` as `generation`.
     // False (reason logged) when the process could not be started.
     bool spawn(const std::string& exe, const config& cfg, std::uint64_t generation);
+
+    // A reload: the running worker switches to `cfg` as `generation` and acknowledges it.
+    void send_config(const config& cfg, std::uint64_t generation);
+    std::uint64_t pending_generation() const { return pending_generation_; }
 
     // Sends a batch of connections. The caller checked eligible().
     void hand_off(ipc::handoff_msg&& msg);
@@ -123,7 +128,8 @@ private:
     std::shared_ptr<ipc::channel> channel_;
     pid_t pid_ = -1;
     process_state state_ = process_state::starting;
-    std::uint64_t generation_ = 0;
+    std::uint64_t generation_ = 0;         // the config it runs (acknowledged)
+    std::uint64_t pending_generation_ = 0; // the last config sent
     clock::time_point started_at_{};
     ipc::heartbeat_msg heartbeat_;
     std::optional<clock::time_point> heartbeat_at_;

@@ -3,6 +3,7 @@
 // with their worker on start and deregister in their destructor.
 
 #include <chrono>
+#include <string_view>
 
 namespace sockherd::worker {
 
@@ -17,6 +18,10 @@ public:
     // The worker is exiting: close the socket now, no handshake. Pending operations complete
     // with an error and the session unwinds.
     virtual void abort() = 0;
+
+    // The configured route path a WebSocket session was opened on ("" for HTTP sessions), so a
+    // reload that removes the route can close exactly its sessions.
+    virtual std::string_view route_path() const { return {}; }
 
 protected:
     ~connection() = default;

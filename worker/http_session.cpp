@@ -103,6 +103,7 @@ void http_session::handle_request() {
     if (path.starts_with(publish_api::prefix))
         return handle_publish(path); // 404 when no token is configured
 
+    routes_ = worker_.routes(); // a keep-alive connection follows reloads request by request
     const route* r = routes_->match(path);
     if (!r)
         return send(make_response(req, http::status::not_found, "not found\n"));
@@ -137,7 +138,8 @@ void http_session::upgrade(const route& r, std::string_view path) {
     }
     upgraded_ = true;
     stream_.expires_never();
-    auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), peer_, mode, std::move(channel));
+    auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), peer_, mode, std::move(channel),
+                                                  r.config.path);
     ws->run(parser_->release());
     // This session ends here; the WebSocket session owns the socket now.
 }

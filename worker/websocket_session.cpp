@@ -15,8 +15,9 @@ constexpr std::chrono::seconds handshake_timeout{10};
 } // namespace
 
 websocket_session::websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode,
-                                     std::string channel)
-    : worker_(w), ws_(std::move(socket)), peer_(peer), mode_(mode), channel_(std::move(channel)),
+                                     std::string channel, std::string route_path)
+    : worker_(w), ws_(std::move(socket)), peer_(peer), mode_(mode), route_path_(std::move(route_path)),
+      channel_(std::move(channel)),
       drain_timer_(ws_.get_executor()) {}
 
 websocket_session::~websocket_session() {

@@ -28,7 +28,8 @@ class websocket_session final : public connection,
                                 public std::enable_shared_from_this<websocket_session> {
 public:
     // `channel`: the channel of a raw pubsub session (already validated), else empty.
-    websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode, std::string channel);
+    websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode, std::string channel,
+                      std::string route_path);
     ~websocket_session();
 
     // Completes the handshake for `req` (the Upgrade request the http_session read). A raw pubsub
@@ -41,6 +42,7 @@ public:
 
     // connection
     void drain(clock::time_point deadline) override;
+    std::string_view route_path() const override { return route_path_; }
     void abort() override;
 
 private:
@@ -69,6 +71,7 @@ private:
     websocket::stream<beast::tcp_stream> ws_;
     tcp::endpoint peer_;
     ws_mode mode_;
+    std::string route_path_;
     std::string channel_; // raw pubsub
     beast::flat_buffer buffer_;
     net::steady_timer drain_timer_;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <vector>
 
@@ -151,12 +152,44 @@ void worker::apply_config(ipc::config_msg&& m) {
     auto cfg = std::make_shared<const config>(std::get<config>(std::move(result)));
     apply_log_config(process_name(slot_), *cfg);
     router_ = std::make_shared<const router>(*cfg);
-    config_ = std::move(cfg);
+    auto previous = std::exchange(config_, std::move(cfg));
     generation_ = m.generation;
+    if (previous)
+        close_sessions_of_removed_routes(*previous);
     channel_->send(ipc::ready_msg{generation_, static_cast<std::uint32_t>(pid_)});
     spdlog::debug("generation {} applied", generation_);
     send_heartbeat();
     schedule_heartbeat();
+}
+
+// A reload switched routes, limits and tokens for new connections and requests; sessions keep
+// going, except WebSockets whose route is gone: they close with 1001 at the drain deadline.
+void worker::close_sessions_of_removed_routes(const config& previous) {
+    std::vector<std::string> removed;
+    for (const auto& old_route : previous.routes) {
+        const bool kept = std::any_of(config_->routes.begin(), config_->routes.end(), [&](const route_config& r) {
+            return r.path == old_route.path && r.kind == old_route.kind && r.protocol == old_route.protocol;
+        });
+        if (!kept)
+            removed.push_back(old_route.path);
+    }
+    if (removed.empty() || draining_)
+        return;
+    const auto deadline = std::chrono::steady_clock::now() + config_->supervisor.drain_timeout;
+    std::size_t closing = 0;
+    const std::vector<connection*> open(connections_.begin(), connections_.end());
+    for (auto* c : open) {
+        if (!connections_.count(c))
+            continue;
+        const auto path = c->route_path();
+        if (!path.empty() && std::find(removed.begin(), removed.end(), path) != removed.end()) {
+            c->drain(deadline);
+            ++closing;
+        }
+    }
+    if (closing > 0)
+        spdlog::info("generation {}: {} session(s) on removed route(s) close at the drain deadline ({} ms)",
+                     generation_, closing, config_->supervisor.drain_timeout.count());
 }
 
 // The supervisor's watchdog counts on these: a worker whose loop is stuck sends none.
