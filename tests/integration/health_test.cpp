@@ -853,10 +853,10 @@ TEST(health, control_cli_status_workers_reload_and_stop) {
     r = ctl({}, {"status"}, {{"SOCKHERD_CONTROL_SOCKET", sock.string()}});
     EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
 
-    // reload is not there yet: a clear error.
+    // reload of the unchanged file: a new generation, reported when every worker has it.
     r = ctl(sock, {"reload"});
-    EXPECT_EQ(r.exit_code, std::optional<int>(1)) << describe(r);
-    EXPECT_NE(r.output.find("not available"), std::string::npos) << describe(r);
+    EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+    EXPECT_NE(r.output.find("reloaded: generation 2"), std::string::npos) << describe(r);
 
     // Scale up to 3.
     const auto slot0_pid = pid_field(*slot_row(*up.last, 0));
