@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/payload.hpp"
 #include "bench/scenario.hpp"
 
 namespace sockherd::bench {
@@ -17,14 +18,6 @@ namespace {
 
 // Connections opened at the same time while preparing; the rest wait for a free place.
 constexpr unsigned open_parallelism = 64;
-
-// The payload of message `seq`: its sequence number, then a pattern that depends on it, so a
-// reordered, truncated or corrupted echo does not compare equal.
-void fill_payload(std::uint64_t seq, std::size_t size, std::string& out) {
-    out.resize(size);
-    for (std::size_t i = 0; i < size; ++i)
-        out[i] = static_cast<char>((seq >> ((i & 7u) * 8)) + i * 131u);
-}
 
 class echo_connection : public std::enable_shared_from_this<echo_connection> {
 public:

@@ -15,6 +15,10 @@ void load_context::open_window(clock::time_point start) {
     window_start_ = start;
     window_end_ = start + opt_.duration();
     result_.window_s = opt_.duration_s;
+    // The wall clock at the same moment, so a script can place its own events (a reload) on the
+    // window's time slots.
+    const auto wall = std::chrono::system_clock::now() - (clock::now() - start);
+    result_.window_start_unix = std::chrono::duration<double>(wall.time_since_epoch()).count();
 }
 
 void load_context::record(clock::time_point begin, clock::time_point done) {

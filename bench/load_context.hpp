@@ -29,6 +29,7 @@ public:
     // The measured window: operations that complete inside it are counted and timed.
     void open_window(clock::time_point start);
     bool window_open(clock::time_point now = clock::now()) const { return opened_ && now < window_end_; }
+    clock::time_point window_start() const { return window_start_; }
     clock::time_point window_end() const { return window_end_; }
 
     // Counts one completed operation that began at `begin`, if it completed inside the window.

@@ -5,15 +5,20 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdint>
 #include <exception>
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "bench/driver.hpp"
 #include "bench/procs.hpp"
@@ -89,6 +94,51 @@ std::string add_fanout_fields(run_result& r, std::string& extra) {
     return extra;
 }
 
+// The smallest and the median of a slot series (0 for an empty one).
+std::pair<std::uint64_t, std::uint64_t> min_and_median(std::vector<std::uint64_t> v) {
+    if (v.empty())
+        return {0, 0};
+    std::sort(v.begin(), v.end());
+    return {v.front(), v[v.size() / 2]};
+}
+
+std::string json_array(const std::vector<std::uint64_t>& v) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        if (i > 0)
+            s += ',';
+        s += std::to_string(v[i]);
+    }
+    return s + "]";
+}
+
+// reload: moves the "reload.*" counters out of the errors into their own JSON fields, and adds the
+// time slots of the window (every slot, empty ones as 0) with the smallest and the median slot.
+void add_reload_fields(const options& opt, run_result& r, std::string& extra) {
+    std::map<std::string, std::uint64_t> c;
+    for (auto it = r.errors.begin(); it != r.errors.end();) {
+        if (std::string_view(it->first).starts_with(reload_counter_prefix)) {
+            c[it->first.substr(reload_counter_prefix.size())] = it->second;
+            it = r.errors.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    const auto slot_s = std::chrono::duration<double>(reload_slot).count();
+    const auto slots = static_cast<std::size_t>(std::ceil(opt.duration_s / slot_s - 1e-9));
+    extra = fmt::format(",\"connect_rate\":{},\"slot_ms\":{},\"window_start_unix\":{:.3f}", reload_config().connect_rate,
+                        reload_slot.count(), r.window_start_unix);
+    for (const auto& [name, n] : c)
+        extra += fmt::format(",\"{}\":{}", name, n);
+    for (const char* name : {"echo", "connect", "close"}) {
+        auto v = r.slots[name];
+        v.resize(slots, 0);
+        const auto [lo, median] = min_and_median(v);
+        extra += fmt::format(",\"{0}_slot_min\":{1},\"{0}_slot_median\":{2},\"{0}_slots\":{3}", name, lo, median,
+                             json_array(v));
+    }
+}
+
 std::string scenario_list() {
     std::string s = "Scenarios:\n";
     for (const auto& info : scenarios())
@@ -109,10 +159,11 @@ int main(int argc, char** argv) {
     app.add_option("--duration,-d", opt.duration_s, "Measured window, seconds")
         ->check(CLI::Range(0.1, 86400.0))
         ->capture_default_str();
-    app.add_option("--concurrency,-c", opt.concurrency, "connect: loops opening and closing sessions")
+    app.add_option("--concurrency,-c", opt.concurrency, "connect, reload: loops opening and closing sessions")
         ->check(CLI::Range(1u, 1000000u))
         ->capture_default_str();
-    app.add_option("--connections", opt.connections, "echo: WebSocket connections; fanout: subscribers")
+    app.add_option("--connections", opt.connections,
+                   "echo: WebSocket connections; fanout: subscribers; reload: long-lived sessions")
         ->check(CLI::Range(1u, 10000000u))
         ->capture_default_str();
     app.add_option("--inflight", opt.inflight, "echo: messages in flight per connection")
@@ -126,6 +177,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--grace", fanout_config().grace_s, "fanout: seconds subscribers keep reading after the last send")
         ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
+    app.add_option("--connect-rate", reload_config().connect_rate,
+                   "reload: fresh sessions/s over all --concurrency loops (0: back to back)")
+        ->check(CLI::Range(0.0, 10000000.0))
         ->capture_default_str();
     app.add_option("--procs,-p", opt.procs, "Load generator processes (one single-threaded io_context each)")
         ->check(CLI::Range(1u, 256u))
@@ -176,6 +231,8 @@ int main(int argc, char** argv) {
         std::string extra;
         if (opt.scenario == "fanout")
             add_fanout_fields(r, extra);
+        else if (opt.scenario == "reload")
+            add_reload_fields(opt, r, extra);
         std::string json = to_json(opt, r, cpu_used(), wall);
         if (!extra.empty() && !json.empty() && json.back() == '}')
             json.insert(json.size() - 1, extra);

@@ -38,6 +38,9 @@ std::string json_string(std::string_view s) {
     return out + "\"";
 }
 
+// A decoded slot index above this is malformed input, not a reason to allocate gigabytes.
+constexpr std::size_t max_slots = std::size_t{1} << 24;
+
 std::string_view next_word(std::string_view& line) {
     const auto sp = line.find(' ');
     const auto word = line.substr(0, sp);
@@ -54,6 +57,13 @@ std::uint64_t run_result::error_total() const {
     return total;
 }
 
+void run_result::add_to_slot(const std::string& name, std::size_t slot, std::uint64_t n) {
+    auto& v = slots[name];
+    if (v.size() <= slot)
+        v.resize(slot + 1, 0);
+    v[slot] += n;
+}
+
 void run_result::merge(const run_result& other) {
     count += other.count;
     window_s = std::max(window_s, other.window_s);
@@ -63,6 +73,14 @@ void run_result::merge(const run_result& other) {
     for (const auto& [kind, n] : other.errors)
         errors[kind] += n;
     latency_us.merge(other.latency_us);
+    if (other.window_start_unix > 0 && (window_start_unix <= 0 || other.window_start_unix < window_start_unix))
+        window_start_unix = other.window_start_unix;
+    for (const auto& [name, v] : other.slots) {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (v[i] != 0)
+                add_to_slot(name, i, v[i]);
+        }
+    }
 }
 
 std::string run_result::encode() const {
@@ -74,6 +92,13 @@ std::string run_result::encode() const {
     out += fmt::format("connections {}\n", connections);
     for (const auto& [kind, n] : errors)
         out += fmt::format("error {} {}\n", kind, n);
+    out += "window_start_unix " + exact(window_start_unix) + "\n";
+    for (const auto& [name, v] : slots) {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (v[i] != 0)
+                out += fmt::format("slot {} {} {}\n", name, i, v[i]);
+        }
+    }
     out += fmt::format("hmin {}\nhmax {}\n", latency_us.min(), latency_us.max());
     for (std::size_t i = 0; i < histogram::bucket_count; ++i) {
         if (const auto n = latency_us.bucket(i))
@@ -112,6 +137,16 @@ std::optional<run_result> run_result::decode(std::string_view text) {
             ok = !kind.empty() && parse_number(line, n);
             if (ok)
                 r.errors[std::string(kind)] += n;
+        } else if (key == "window_start_unix") {
+            ok = parse_number(line, r.window_start_unix);
+        } else if (key == "slot") {
+            const auto name = next_word(line);
+            std::size_t index = 0;
+            std::uint64_t n = 0;
+            ok = !name.empty() && parse_number(next_word(line), index) && parse_number(line, n) &&
+                 index < max_slots;
+            if (ok)
+                r.add_to_slot(std::string(name), index, n);
         } else if (key == "hmin") {
             ok = parse_number(line, hmin);
         } else if (key == "hmax") {

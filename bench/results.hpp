@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bench/histogram.hpp"
 
@@ -22,8 +23,13 @@ struct run_result {
     std::uint64_t connections = 0;     // connections that were open when the window started (echo)
     std::map<std::string, std::uint64_t> errors; // by kind: "handshake", "reset", "close_code", ...
     histogram latency_us;              // one value per completed operation, in microseconds
+    double window_start_unix = 0;      // CLOCK_REALTIME when the window opened (merged: the earliest)
+    // Counts per time slot of the window, by name (reload: "echo", "connect", "close"); slot i
+    // covers [start + i x slot, start + (i + 1) x slot). Merged slot by slot.
+    std::map<std::string, std::vector<std::uint64_t>> slots;
 
     void add_error(const std::string& kind, std::uint64_t n = 1) { errors[kind] += n; }
+    void add_to_slot(const std::string& name, std::size_t slot, std::uint64_t n = 1);
     std::uint64_t error_total() const;
 
     // Adds other's counts; the rates add up because the processes measure side by side.

@@ -3,6 +3,7 @@
 // instance lives in each load generator process and runs on that process's io_context. Adding a
 // scenario = one .cpp with a make_… function and one line in scenarios() (scenario.cpp).
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <span>
@@ -41,6 +42,7 @@ const scenario_info* find_scenario(std::string_view name);
 std::unique_ptr<scenario> make_connect_scenario(load_context& ctx);
 std::unique_ptr<scenario> make_echo_scenario(load_context& ctx);
 std::unique_ptr<scenario> make_fanout_scenario(load_context& ctx);
+std::unique_ptr<scenario> make_reload_scenario(load_context& ctx);
 
 // fan-out settings that have no field in options (set by main before any process is forked).
 struct fanout_settings {
@@ -52,5 +54,16 @@ fanout_settings& fanout_config();
 // The fan-out scenario passes its extra counters through run_result::errors (so they are merged
 // across --procs like any count) under this prefix; main moves them into their own JSON fields.
 inline constexpr std::string_view fanout_counter_prefix = "fanout.";
+
+// reload settings that have no field in options.
+struct reload_settings {
+    double connect_rate = 0; // fresh sessions/s over all --concurrency loops; 0 = as fast as they go
+};
+reload_settings& reload_config();
+
+// The reload scenario's counters travel the same way, under this prefix; its time slots are
+// run_result::slots "echo", "connect" and "close", each reload_slot long.
+inline constexpr std::string_view reload_counter_prefix = "reload.";
+inline constexpr std::chrono::milliseconds reload_slot{100};
 
 } // namespace sockherd::bench
