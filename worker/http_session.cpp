@@ -33,7 +33,10 @@ void http_session::do_wait_request() {
         do_read_request();
         return;
     }
-    idle_ = true;
+    // Only a keep-alive wait between requests is idle. A connection just handed to us has a
+    // request on its way: a drain beginning now still answers it (with Connection: close), so a
+    // client that connected a moment before a drain or scale-down is served, not reset.
+    idle_ = requests_ > 0;
     stream_.expires_after(requests_ == 0 ? worker_.cfg().http.header_timeout
                                          : worker_.cfg().http.keepalive_timeout);
     stream_.async_read_some(buffer_.prepare(1024), [self = shared_from_this()](error_code ec, std::size_t n) {

@@ -49,7 +49,7 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     std::optional<response> response_;
     std::uint64_t requests_ = 0;
-    bool idle_ = false;          // waiting for the first byte of the next request
+    bool idle_ = false;          // between requests: waiting for the first byte of the next one
     bool close_after_ = false;   // draining: Connection: close on the next response
     bool upgraded_ = false;
     bool registered_ = false;

@@ -16,8 +16,12 @@
 namespace sockherd::worker {
 namespace {
 
-// After the drain deadline, how long closing handshakes may take before the worker just exits.
-constexpr std::chrono::seconds close_grace{2};
+// After the drain deadline, how long closing handshakes may take before the worker just exits:
+// a tenth of the drain window, within [100 ms, 1 s], so a drained worker is gone close to the
+// deadline the operator chose even when clients never answer the close.
+std::chrono::milliseconds close_grace(std::chrono::milliseconds drain_timeout) {
+    return std::clamp(drain_timeout / 10, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+}
 
 std::string process_name(unsigned slot) { return "worker " + std::to_string(slot); }
 
@@ -435,12 +439,13 @@ void worker::begin_drain(std::chrono::milliseconds timeout) {
     for (auto* c : snapshot)
         if (connections_.count(c))
             c->drain(deadline);
-    drain_timer_.expires_at(deadline + close_grace);
-    drain_timer_.async_wait([this](error_code ec) {
+    const auto grace = close_grace(timeout);
+    drain_timer_.expires_at(deadline + grace);
+    drain_timer_.async_wait([this, grace](error_code ec) {
         if (ec)
             return;
-        spdlog::warn("{} connection(s) still open {} s after the drain deadline; exiting anyway",
-                     connections_.size(), close_grace.count());
+        spdlog::warn("{} connection(s) still open {} ms after the drain deadline; exiting anyway",
+                     connections_.size(), grace.count());
         exit_now(0);
     });
     maybe_finish_drain();

@@ -560,7 +560,10 @@ TEST(health, worker_counters_match_the_connections_the_test_made) {
         [&](const json& st) {
             return sum_field(st, "ws_sessions") == sessions_n &&
                 delta(st, "connections_total") >= http_requests + sessions_n &&
-                sum_field(st, "connections") == sessions_n && delta(st, "messages_in_total") >= sessions_n;
+                sum_field(st, "connections") == sessions_n && delta(st, "messages_in_total") >= sessions_n &&
+                // An echo is counted out when its write completes, which can be just after the
+                // client has it: wait for the heartbeat that includes it.
+                delta(st, "messages_out_total") >= sessions_n;
         },
         2 * 250ms + 3s, 20ms);
     RecordProperty("counters_seen_after_ms", static_cast<int>(since(opened).count()));
