@@ -3,21 +3,18 @@
 // echoed message releases the next one). One operation = one message; its time runs from the
 // start of its write to the end of reading its echo. Every echo is checked against what was sent.
 
-#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <optional>
 #include <utility>
 #include <vector>
 
+#include "bench/connection_opener.hpp"
 #include "bench/payload.hpp"
 #include "bench/scenario.hpp"
 
 namespace sockherd::bench {
 namespace {
-
-// Connections opened at the same time while preparing; the rest wait for a free place.
-constexpr unsigned open_parallelism = 64;
 
 class echo_connection : public std::enable_shared_from_this<echo_connection> {
 public:
@@ -25,10 +22,11 @@ public:
 
     // Connects and does the handshake; done(true) once open, done(false) on any failure.
     void open(std::function<void(bool)> done) {
-        done_ = std::move(done);
-        ws_.emplace(ctx_.ioc());
         auto self = shared_from_this();
-        ctx_.async_open(*ws_, self, [self](bool ok) { self->opened(ok); });
+        ctx_.async_open_fresh(ws_, self, [self, done = std::move(done)](bool ok) {
+            self->open_ = ok;
+            done(ok);
+        });
     }
 
     void start() {
@@ -63,17 +61,6 @@ public:
     }
 
 private:
-    void opened(bool ok) {
-        open_ = ok;
-        if (!ok) {
-            // Destroying the stream also cancels its handshake timer, which would otherwise keep
-            // the io_context busy until it expires. Never inside one of the stream's handlers.
-            net::post(ctx_.ioc(), [self = shared_from_this()] { self->ws_.reset(); });
-        }
-        if (auto done = std::exchange(done_, nullptr))
-            done(ok);
-    }
-
     void do_write() {
         if (writing_ || credit_ == 0 || !running_)
             return;
@@ -156,7 +143,6 @@ private:
     load_context& ctx_;
     std::optional<websocket::stream<beast::tcp_stream>> ws_; // while open (or opening)
     net::steady_timer drain_timer_;
-    std::function<void(bool)> done_;
     std::deque<clock::time_point> sent_; // start times of the messages not yet echoed, oldest first
     std::uint64_t send_seq_ = 0;
     std::uint64_t recv_seq_ = 0;
@@ -175,14 +161,15 @@ public:
     explicit echo_scenario(load_context& ctx) : ctx_(ctx) {}
 
     void prepare(std::function<void()> ready) override {
-        ready_ = std::move(ready);
-        const unsigned n = ctx_.part().connections;
-        for (unsigned i = 0; i < n; ++i)
+        for (unsigned i = 0; i < ctx_.part().connections; ++i)
             conns_.push_back(std::make_shared<echo_connection>(ctx_));
-        if (n == 0)
-            return net::post(ctx_.ioc(), std::move(ready_));
-        for (unsigned i = 0; i < std::min(n, open_parallelism); ++i)
-            open_next();
+        opener_.open_all(
+            ctx_.ioc(), conns_,
+            [this](bool ok) {
+                if (ok)
+                    ++ctx_.result().connections;
+            },
+            std::move(ready));
     }
 
     void start() override {
@@ -201,26 +188,9 @@ public:
     }
 
 private:
-    void open_next() {
-        if (next_ >= conns_.size())
-            return;
-        conns_[next_++]->open([this](bool ok) {
-            if (ok)
-                ++ctx_.result().connections;
-            if (++finished_ == conns_.size()) {
-                if (auto ready = std::exchange(ready_, nullptr))
-                    ready();
-                return;
-            }
-            open_next();
-        });
-    }
-
     load_context& ctx_;
     std::vector<std::shared_ptr<echo_connection>> conns_;
-    std::function<void()> ready_;
-    std::size_t next_ = 0;
-    std::size_t finished_ = 0;
+    connection_opener opener_;
 };
 
 } // namespace

@@ -39,6 +39,7 @@ SEED="$ROOT/bench/peers/seed"
 
 say() { printf '[fanout] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+. "$ROOT/bench/lib.sh" # port_in_use, pick_port, build_bench, node_config_head, wait_healthz, stop_process
 for tool in cmake curl awk od timeout python3; do
     command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' on PATH"
 done
@@ -47,11 +48,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/sockherd-fanout.XXXXXX")
 SUP_PID=""
 SEED_DIR=""
 cleanup() {
-    if [ -n "$SUP_PID" ] && kill -0 "$SUP_PID" 2>/dev/null; then
-        kill -TERM "$SUP_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SUP_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SUP_PID" 2>/dev/null || true
-    fi
+    if [ -n "$SUP_PID" ] && kill -0 "$SUP_PID" 2>/dev/null; then stop_process "$SUP_PID" 50; fi
     if [ -n "$SEED_DIR" ]; then "$SEED/stop.sh" "$SEED_DIR" >/dev/null 2>&1 || true; fi
     if [ "${FANOUT_KEEP:-0}" = 1 ]; then say "kept $TMP"; else rm -rf "$TMP"; fi
 }
@@ -62,17 +59,10 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- build -------------------------------------------------------------------------------
 say "building Release in $BUILD (log: $TMP/build.log)"
-if ! { { [ -f "$BUILD/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
-        -DSOCKHERD_BUILD_TESTS=OFF -DSOCKHERD_BUILD_BENCH=ON; } &&
-        cmake --build "$BUILD" -j"$(nproc)" --target sockherd sockherd-loadgen; } >"$TMP/build.log" 2>&1; then
-    tail -30 "$TMP/build.log" >&2
-    die "build failed"
-fi
+build_bench "$BUILD" "$ROOT" "$TMP/build.log" || die "build failed"
 [ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "build produced no $SOCKHERD or $LOADGEN"
 
 # ---- helpers -----------------------------------------------------------------------------
-. "$ROOT/bench/lib.sh" # port_in_use, pick_port
-
 # The load generator arguments of run $1 (paced|closed) at $2 subscribers; the target is added.
 loadgen_args() {
     mode=$1 subs=$2
@@ -108,16 +98,9 @@ run_all() {
 
 # ---- sockherd ----------------------------------------------------------------------------
 PORT=$(pick_port) || die "no free port"
-cat >"$TMP/sockherd.toml" <<EOF
-[server]
-workers = 4
-control_socket = ""              # several nodes run side by side: no shared paths
-
-[admin]
-address = ""
-
-[[listener]]
-address = "127.0.0.1:$PORT"
+{
+    node_config_head 4 "$PORT"
+    cat <<EOF
 
 [supervisor]
 drain_timeout = "1s"
@@ -132,27 +115,16 @@ send_queue_limit = "16MiB"
 path = "/ws/"
 kind = "pubsub"
 EOF
+} >"$TMP/sockherd.toml"
 say "starting sockherd on 127.0.0.1:$PORT"
 "$SOCKHERD" run --config "$TMP/sockherd.toml" >"$TMP/sockherd.log" 2>&1 &
 SUP_PID=$!
-seen=" "
-count=0
-for _ in $(seq 1 150); do
-    kill -0 "$SUP_PID" 2>/dev/null || { cat "$TMP/sockherd.log" >&2; die "sockherd exited"; }
-    if body=$(curl -sf --max-time 1 "http://127.0.0.1:$PORT/healthz" 2>/dev/null); then
-        w=$(printf '%s' "$body" | sed -n 's/.*"worker":\([0-9]*\).*/\1/p')
-        case "$seen" in *" $w "*) ;; *) seen="$seen$w "; count=$((count + 1)) ;; esac
-        [ "$count" -ge 4 ] && break
-    fi
-    sleep 0.1
-done
+count=$(wait_healthz "$PORT" 4 "$SUP_PID")
+kill -0 "$SUP_PID" 2>/dev/null || { cat "$TMP/sockherd.log" >&2; die "sockherd exited"; }
 [ "$count" -ge 1 ] || die "sockherd never answered /healthz"
 say "sockherd ready ($count workers answered)"
 run_all sockherd "$PORT"
-kill -TERM "$SUP_PID" 2>/dev/null || true
-for _ in $(seq 1 150); do kill -0 "$SUP_PID" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "$SUP_PID" 2>/dev/null || true
-wait "$SUP_PID" 2>/dev/null || true
+stop_process "$SUP_PID" 150
 SUP_PID=""
 
 # ---- seed --------------------------------------------------------------------------------

@@ -20,12 +20,12 @@
 #include <utility>
 #include <vector>
 
+#include "bench/connection_opener.hpp"
 #include "bench/scenario.hpp"
 
 namespace sockherd::bench {
 namespace {
 
-constexpr unsigned open_parallelism = 64;
 constexpr std::size_t header_size = 16;
 
 std::uint64_t monotonic_ns() {
@@ -53,10 +53,11 @@ public:
         : ctx_(ctx), counts_(counts), publisher_(publisher), pace_timer_(ctx.ioc()) {}
 
     void open(std::function<void(bool)> done) {
-        done_ = std::move(done);
-        ws_.emplace(ctx_.ioc());
         auto self = shared_from_this();
-        ctx_.async_open(*ws_, self, [self](bool ok) { self->opened(ok); });
+        ctx_.async_open_fresh(ws_, self, [self, done = std::move(done)](bool ok) {
+            self->open_ = ok;
+            done(ok);
+        });
     }
 
     bool is_open() const { return open_; }
@@ -101,14 +102,6 @@ public:
     }
 
 private:
-    void opened(bool ok) {
-        open_ = ok;
-        if (!ok)
-            net::post(ctx_.ioc(), [self = shared_from_this()] { self->ws_.reset(); });
-        if (auto done = std::exchange(done_, nullptr))
-            done(ok);
-    }
-
     // Paced mode: a timer per message; messages that fall due while a write is in flight are
     // sent right after it (backlog), each stamped with its actual send time.
     void pace() {
@@ -216,7 +209,6 @@ private:
     const bool publisher_;
     std::optional<websocket::stream<beast::tcp_stream>> ws_;
     net::steady_timer pace_timer_;
-    std::function<void(bool)> done_;
     beast::flat_buffer in_;
     std::string out_;
     std::uint64_t seq_ = 0;
@@ -242,10 +234,13 @@ public:
             subs_.push_back(std::make_shared<fanout_connection>(ctx_, counts_, false));
         if (ctx_.part().index == 0)
             publisher_ = std::make_shared<fanout_connection>(ctx_, counts_, true);
-        if (n == 0)
-            return open_publisher();
-        for (unsigned i = 0; i < std::min(n, open_parallelism); ++i)
-            open_next();
+        opener_.open_all(
+            ctx_.ioc(), subs_,
+            [this](bool ok) {
+                if (ok)
+                    ++counts_.subscribers;
+            },
+            [this] { open_publisher(); });
     }
 
     void start() override {
@@ -271,18 +266,6 @@ public:
     }
 
 private:
-    void open_next() {
-        if (next_ >= subs_.size())
-            return;
-        subs_[next_++]->open([this](bool ok) {
-            if (ok)
-                ++counts_.subscribers;
-            if (++finished_ == subs_.size())
-                return open_publisher();
-            open_next();
-        });
-    }
-
     // After every subscriber of this process: the publisher (first process only), then ready.
     void open_publisher() {
         if (!publisher_)
@@ -335,8 +318,7 @@ private:
     net::steady_timer grace_timer_;
     std::function<void()> ready_;
     clock::time_point started_{};
-    std::size_t next_ = 0;
-    std::size_t finished_ = 0;
+    connection_opener opener_;
     bool finished_run_ = false;
 };
 

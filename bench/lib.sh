@@ -1,4 +1,5 @@
-# Shell helpers shared by bench/run.sh and bench/fanout.sh (sourced, not run).
+# Shell helpers shared by bench/run.sh, bench/fanout.sh and bench/reload.sh (sourced, not run;
+# POSIX sh).
 
 # True when some socket on this host uses local TCP port $1.
 port_in_use() {
@@ -16,4 +17,56 @@ pick_port() {
         i=$((i + 1))
     done
     return 1
+}
+
+# Configures the Release tree $1 of the sources in $2 (once) and builds sockherd and the load
+# generator in it, output to the file $3; on failure shows the output's tail and returns 1.
+build_bench() {
+    if ! { { [ -f "$1/CMakeCache.txt" ] || cmake -S "$2" -B "$1" -DCMAKE_BUILD_TYPE=Release \
+            -DSOCKHERD_BUILD_TESTS=OFF -DSOCKHERD_BUILD_BENCH=ON; } &&
+            cmake --build "$1" -j"$(nproc)" --target sockherd sockherd-loadgen; } >"$3" 2>&1; then
+        tail -30 "$3" >&2
+        return 1
+    fi
+}
+
+# The start of a sockherd config: $1 workers listening on 127.0.0.1:$2, sharing no path with
+# other nodes that run side by side. The caller appends the sections of its own.
+node_config_head() {
+    cat <<HEAD
+[server]
+workers = $1
+control_socket = ""              # several nodes run side by side: no shared paths
+
+[admin]
+address = ""
+
+[[listener]]
+address = "127.0.0.1:$2"
+HEAD
+}
+
+# Waits (at most 15 s) until http://127.0.0.1:$1/healthz has answered from $2 different workers,
+# or until process $3 (if given) has exited; prints how many workers answered.
+wait_healthz() {
+    wh_port=$1 wh_want=$2 wh_pid=${3:-} wh_seen=" " wh_count=0
+    for _ in $(seq 1 150); do
+        if [ -n "$wh_pid" ] && ! kill -0 "$wh_pid" 2>/dev/null; then break; fi
+        if wh_body=$(curl -sf --max-time 1 "http://127.0.0.1:$wh_port/healthz" 2>/dev/null); then
+            wh_w=$(printf '%s' "$wh_body" | sed -n 's/.*"worker":\([0-9]*\).*/\1/p')
+            case "$wh_seen" in *" $wh_w "*) ;; *) wh_seen="$wh_seen$wh_w "; wh_count=$((wh_count + 1)) ;; esac
+            [ "$wh_count" -ge "$wh_want" ] && break
+        fi
+        sleep 0.1
+    done
+    echo "$wh_count"
+}
+
+# Stops process $1, a child of this shell: SIGTERM, up to $2 tenths of a second to exit, SIGKILL,
+# then reaps it.
+stop_process() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 "$2"); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
 }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "bench/options.hpp"
@@ -81,6 +82,19 @@ public:
                     count_error("handshake", e);
                 done(!e);
             });
+        });
+    }
+
+    // async_open on a fresh stream emplaced in `ws`. A stream that failed to open is destroyed
+    // again, which also cancels its handshake timer (that would otherwise keep the io_context busy
+    // until it expires); from a posted handler, never inside one of the stream's own.
+    template <class Stream, class Keep>
+    void async_open_fresh(std::optional<Stream>& ws, Keep keep, std::function<void(bool)> done) {
+        ws.emplace(ioc_);
+        async_open(*ws, keep, [this, &ws, keep, done = std::move(done)](bool ok) {
+            if (!ok)
+                net::post(ioc_, [&ws, keep] { ws.reset(); });
+            done(ok);
         });
     }
 

@@ -68,18 +68,25 @@ tcp::endpoint parse_endpoint(const std::string& text) {
     return tcp::endpoint(net::ip::make_address(host), static_cast<std::uint16_t>(port));
 }
 
-// fanout: moves the "fanout.*" counters out of the errors into their own JSON fields, and adds
-// delivered, lost (= sent x subscribers - delivered) and the publisher's own receipts.
-std::string add_fanout_fields(run_result& r, std::string& extra) {
+// A scenario's own counters travel as errors named "<prefix><name>": takes them out of the errors,
+// by name without the prefix.
+std::map<std::string, std::uint64_t> take_counters(run_result& r, std::string_view prefix) {
     std::map<std::string, std::uint64_t> c;
     for (auto it = r.errors.begin(); it != r.errors.end();) {
-        if (std::string_view(it->first).starts_with(fanout_counter_prefix)) {
-            c[it->first.substr(fanout_counter_prefix.size())] = it->second;
+        if (std::string_view(it->first).starts_with(prefix)) {
+            c[it->first.substr(prefix.size())] = it->second;
             it = r.errors.erase(it);
         } else {
             ++it;
         }
     }
+    return c;
+}
+
+// fanout: moves the "fanout.*" counters out of the errors into their own JSON fields, and adds
+// delivered, lost (= sent x subscribers - delivered) and the publisher's own receipts.
+std::string add_fanout_fields(run_result& r, std::string& extra) {
+    auto c = take_counters(r, fanout_counter_prefix);
     const std::uint64_t expected = c["sent"] * c["subscribers"];
     const std::uint64_t delivered = r.count;
     const std::int64_t lost = static_cast<std::int64_t>(expected) - static_cast<std::int64_t>(delivered);
@@ -115,15 +122,7 @@ std::string json_array(const std::vector<std::uint64_t>& v) {
 // reload: moves the "reload.*" counters out of the errors into their own JSON fields, and adds the
 // time slots of the window (every slot, empty ones as 0) with the smallest and the median slot.
 void add_reload_fields(const options& opt, run_result& r, std::string& extra) {
-    std::map<std::string, std::uint64_t> c;
-    for (auto it = r.errors.begin(); it != r.errors.end();) {
-        if (std::string_view(it->first).starts_with(reload_counter_prefix)) {
-            c[it->first.substr(reload_counter_prefix.size())] = it->second;
-            it = r.errors.erase(it);
-        } else {
-            ++it;
-        }
-    }
+    const auto c = take_counters(r, reload_counter_prefix);
     const auto slot_s = std::chrono::duration<double>(reload_slot).count();
     const auto slots = static_cast<std::size_t>(std::ceil(opt.duration_s / slot_s - 1e-9));
     extra = fmt::format(",\"connect_rate\":{},\"slot_ms\":{},\"window_start_unix\":{:.3f}", reload_config().connect_rate,

@@ -52,6 +52,7 @@ NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
 say() { printf '[reload] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+. "$ROOT/bench/lib.sh" # port_in_use, pick_port, build_bench, node_config_head, wait_healthz, stop_process
 for tool in cmake curl awk od timeout python3 node npm pgrep; do
     command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' on PATH"
 done
@@ -64,11 +65,7 @@ LG_PID=""
 export PM2_HOME="$TMP/pm2-home" # never the user's ~/.pm2
 cleanup() {
     if [ -n "$LG_PID" ] && kill -0 "$LG_PID" 2>/dev/null; then kill -KILL "$LG_PID" 2>/dev/null || true; fi
-    if [ -n "$SUP_PID" ] && kill -0 "$SUP_PID" 2>/dev/null; then
-        kill -TERM "$SUP_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SUP_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SUP_PID" 2>/dev/null || true
-    fi
+    if [ -n "$SUP_PID" ] && kill -0 "$SUP_PID" 2>/dev/null; then stop_process "$SUP_PID" 50; fi
     if [ -n "$SEED_DIR" ]; then "$SEED/stop.sh" "$SEED_DIR" >/dev/null 2>&1 || true; fi
     if [ -n "$PM2_STARTED" ]; then timeout 30 "$PM2" kill >/dev/null 2>&1 || true; fi
     if [ "${RELOAD_KEEP:-0}" = 1 ]; then say "kept $TMP"; else rm -rf "$TMP"; fi
@@ -81,12 +78,7 @@ STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 # ---- build -------------------------------------------------------------------------------
 say "building Release in $BUILD (log: $TMP/build.log)"
-if ! { { [ -f "$BUILD/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
-        -DSOCKHERD_BUILD_TESTS=OFF -DSOCKHERD_BUILD_BENCH=ON; } &&
-        cmake --build "$BUILD" -j"$(nproc)" --target sockherd sockherd-loadgen; } >"$TMP/build.log" 2>&1; then
-    tail -30 "$TMP/build.log" >&2
-    die "build failed"
-fi
+build_bench "$BUILD" "$ROOT" "$TMP/build.log" || die "build failed"
 [ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "build produced no $SOCKHERD or $LOADGEN"
 
 case " $TARGETS " in *" pm2 "*)
@@ -100,24 +92,7 @@ case " $TARGETS " in *" pm2 "*)
 esac
 
 # ---- helpers -----------------------------------------------------------------------------
-. "$ROOT/bench/lib.sh" # port_in_use, pick_port
-
 now() { date +%s.%N; }
-
-# Waits until http://127.0.0.1:$1/healthz has answered from $2 different workers (bounded);
-# prints how many did.
-wait_healthz() {
-    local port=$1 want=$2 seen=" " count=0 body w
-    for _ in $(seq 1 150); do
-        if body=$(curl -sf --max-time 1 "http://127.0.0.1:$port/healthz" 2>/dev/null); then
-            w=$(printf '%s' "$body" | sed -n 's/.*"worker":\([0-9]*\).*/\1/p')
-            case "$seen" in *" $w "*) ;; *) seen="$seen$w "; count=$((count + 1)) ;; esac
-            [ "$count" -ge "$want" ] && break
-        fi
-        sleep 0.1
-    done
-    echo "$count"
-}
 
 # The server processes whose replacement a reload may cause, as a sorted pid list.
 server_pids() {
@@ -150,16 +125,9 @@ start_target() {
     local t=$1 port=$2 n
     case $t in
         sockherd)
-            cat >"$TMP/sockherd.toml" <<EOF
-[server]
-workers = 4
-control_socket = ""              # several nodes run side by side: no shared paths
-
-[admin]
-address = ""
-
-[[listener]]
-address = "127.0.0.1:$port"
+            {
+                node_config_head 4 "$port"
+                cat <<EOF
 
 [log]
 level = "info"                   # the reload lines
@@ -168,9 +136,10 @@ level = "info"                   # the reload lines
 path = "/echo"
 kind = "echo"
 EOF
+            } >"$TMP/sockherd.toml"
             "$SOCKHERD" run --config "$TMP/sockherd.toml" >"$TMP/sockherd.log" 2>&1 &
             SUP_PID=$!
-            n=$(wait_healthz "$port" 4)
+            n=$(wait_healthz "$port" 4 "$SUP_PID")
             kill -0 "$SUP_PID" 2>/dev/null || { cat "$TMP/sockherd.log" >&2; die "sockherd exited"; }
             ;;
         nginx)
@@ -193,10 +162,7 @@ EOF
 stop_target() {
     case $1 in
         sockherd)
-            kill -TERM "$SUP_PID" 2>/dev/null || true
-            for _ in $(seq 1 150); do kill -0 "$SUP_PID" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$SUP_PID" 2>/dev/null || true
-            wait "$SUP_PID" 2>/dev/null || true
+            stop_process "$SUP_PID" 150
             SUP_PID=""
             ;;
         nginx)

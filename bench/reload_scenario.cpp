@@ -22,13 +22,13 @@
 #include <utility>
 #include <vector>
 
+#include "bench/connection_opener.hpp"
 #include "bench/payload.hpp"
 #include "bench/scenario.hpp"
 
 namespace sockherd::bench {
 namespace {
 
-constexpr unsigned open_parallelism = 64;
 // After a failed probe its loop waits this long, so a refusing server is no busy loop.
 constexpr std::chrono::milliseconds error_backoff{10};
 // A probe cycle slower than this is counted as slow (it still succeeded).
@@ -237,12 +237,9 @@ public:
     explicit echo_session(reload_state& st) : st_(st), ctx_(st.ctx), drain_timer_(ctx_.ioc()) {}
 
     void open(std::function<void(bool)> done) {
-        ws_.emplace(ctx_.ioc());
         auto self = shared_from_this();
-        ctx_.async_open(*ws_, self, [self, done = std::move(done)](bool ok) {
+        ctx_.async_open_fresh(ws_, self, [self, done = std::move(done)](bool ok) {
             self->open_ = ok;
-            if (!ok)
-                net::post(self->ctx_.ioc(), [self] { self->ws_.reset(); });
             done(ok);
         });
     }
@@ -381,7 +378,6 @@ public:
 
     void prepare(std::function<void()> ready) override {
         auto& ctx = st_.ctx;
-        ready_ = std::move(ready);
         // Every loop of every process starts opt.concurrency / rate apart, so the processes'
         // loops together start `rate` sessions per second.
         const double rate = reload_config().connect_rate;
@@ -389,13 +385,17 @@ public:
         for (unsigned i = 0; i < ctx.part().concurrency; ++i)
             probes_.push_back(std::make_shared<probe_loop>(st_, interval));
         interval_ = interval;
-        const unsigned n = ctx.part().connections;
-        for (unsigned i = 0; i < n; ++i)
+        for (unsigned i = 0; i < ctx.part().connections; ++i)
             sessions_.push_back(std::make_shared<echo_session>(st_));
-        if (n == 0)
-            return net::post(ctx.ioc(), std::move(ready_));
-        for (unsigned i = 0; i < std::min(n, open_parallelism); ++i)
-            open_next();
+        opener_.open_all(
+            ctx.ioc(), sessions_,
+            [this](bool ok) {
+                if (ok) {
+                    ++st_.counts.sessions;
+                    ++st_.ctx.result().connections;
+                }
+            },
+            std::move(ready));
     }
 
     void start() override {
@@ -421,30 +421,11 @@ public:
     }
 
 private:
-    void open_next() {
-        if (next_ >= sessions_.size())
-            return;
-        sessions_[next_++]->open([this](bool ok) {
-            if (ok) {
-                ++st_.counts.sessions;
-                ++st_.ctx.result().connections;
-            }
-            if (++finished_ == sessions_.size()) {
-                if (auto ready = std::exchange(ready_, nullptr))
-                    ready();
-                return;
-            }
-            open_next();
-        });
-    }
-
     reload_state st_;
     std::vector<std::shared_ptr<probe_loop>> probes_;
     std::vector<std::shared_ptr<echo_session>> sessions_;
     clock::duration interval_{};
-    std::function<void()> ready_;
-    std::size_t next_ = 0;
-    std::size_t finished_ = 0;
+    connection_opener opener_;
 };
 
 } // namespace
