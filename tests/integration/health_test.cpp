@@ -25,6 +25,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/integration/harness.hpp"
+#include "tests/integration/status_json.hpp"
 
 namespace sockherd::test {
 namespace {
@@ -48,112 +49,6 @@ std::string supervisor_toml(std::string_view heartbeat, std::string_view watchdo
 }
 
 // ---- reading status.json ------------------------------------------------------------------------
-
-std::string str_field(const json& j, std::string_view key) {
-    const auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-// An integer field; -1 when it is missing, null or not a number.
-std::int64_t int_field(const json& j, std::string_view key) {
-    const auto it = j.find(key);
-    if (it == j.end() || !it->is_number())
-        return -1;
-    return it->is_number_float() ? static_cast<std::int64_t>(it->get<double>()) : it->get<std::int64_t>();
-}
-
-std::optional<pid_t> pid_field(const json& row) {
-    const auto p = int_field(row, "pid");
-    return p > 0 ? std::optional<pid_t>(static_cast<pid_t>(p)) : std::nullopt;
-}
-
-const json& workers_of(const json& st) {
-    static const json empty = json::array();
-    const auto it = st.find("workers");
-    return it != st.end() && it->is_array() ? *it : empty;
-}
-
-// The slot's own row: the first with that id (draining leftovers come after the slots).
-const json* slot_row(const json& st, unsigned id) {
-    for (const auto& w : workers_of(st))
-        if (int_field(w, "id") == static_cast<std::int64_t>(id))
-            return &w;
-    return nullptr;
-}
-
-const json* row_with_pid(const json& st, pid_t pid) {
-    for (const auto& w : workers_of(st))
-        if (pid_field(w) == pid)
-            return &w;
-    return nullptr;
-}
-
-unsigned rows_in_state(const json& st, std::string_view state) {
-    unsigned n = 0;
-    for (const auto& w : workers_of(st))
-        n += str_field(w, "state") == state ? 1 : 0;
-    return n;
-}
-
-std::int64_t sum_field(const json& st, std::string_view key) {
-    std::int64_t s = 0;
-    for (const auto& w : workers_of(st))
-        s += std::max<std::int64_t>(int_field(w, key), 0);
-    return s;
-}
-
-std::int64_t total(const json& st, std::string_view key) {
-    const auto it = st.find("totals");
-    return it != st.end() && it->is_object() ? int_field(*it, key) : -1;
-}
-
-// Slots 0..n-1 each up with a pid and a first heartbeat in, and nothing else in the table.
-bool all_up(const json& st, unsigned n) {
-    if (workers_of(st).size() != n || int_field(st, "workers_up") != n)
-        return false;
-    for (unsigned k = 0; k < n; ++k) {
-        const auto* r = slot_row(st, k);
-        if (r == nullptr || str_field(*r, "state") != "up" || !pid_field(*r) || !r->contains("heartbeat_age_seconds") ||
-            !(*r)["heartbeat_age_seconds"].is_number())
-            return false;
-    }
-    return true;
-}
-
-// "id/pid/state" of every row, for failure messages.
-std::string rows(const std::optional<json>& st) {
-    if (!st)
-        return "(no status.json)";
-    std::string s;
-    for (const auto& w : workers_of(*st)) {
-        if (!s.empty())
-            s += ", ";
-        s += std::to_string(int_field(w, "id")) + "/" + std::to_string(int_field(w, "pid")) + "/" +
-            str_field(w, "state");
-    }
-    return "[" + s + "]";
-}
-
-struct status_wait {
-    bool ok = false;
-    std::optional<json> last; // the last document read (the one that matched, when ok)
-};
-
-// Polls /status.json until `pred` holds or `timeout` passes.
-status_wait wait_status(const node& n, const std::function<bool(const json&)>& pred, milliseconds timeout,
-                        milliseconds poll = 50ms, const header_list& headers = {}) {
-    status_wait out;
-    out.ok = wait_until(
-        [&] {
-            auto st = n.status_json(headers, 2s);
-            if (!st)
-                return false;
-            out.last = std::move(st);
-            return pred(*out.last);
-        },
-        timeout, poll);
-    return out;
-}
 
 // Waits until the workers' counters have stopped moving for `quiet` (longer than a few heartbeats):
 // every earlier connection has been reported. Returns that document.

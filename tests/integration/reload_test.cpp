@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/harness.hpp"
+#include "tests/integration/status_json.hpp"
 
 namespace sockherd::test {
 namespace {
@@ -74,119 +75,6 @@ int line_of(const std::string& text, std::string_view needle) {
     if (pos == std::string::npos)
         return 0;
     return 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(pos), '\n'));
-}
-
-// ---- status.json ----------------------------------------------------------------------------------
-
-std::string str_field(const json& j, std::string_view key) {
-    const auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-// An integer field; -1 when it is missing, null or not a number.
-std::int64_t int_field(const json& j, std::string_view key) {
-    const auto it = j.find(key);
-    if (it == j.end() || !it->is_number())
-        return -1;
-    return it->is_number_float() ? static_cast<std::int64_t>(it->get<double>()) : it->get<std::int64_t>();
-}
-
-std::optional<pid_t> pid_field(const json& row) {
-    const auto p = int_field(row, "pid");
-    return p > 0 ? std::optional<pid_t>(static_cast<pid_t>(p)) : std::nullopt;
-}
-
-const json& workers_of(const json& st) {
-    static const json empty = json::array();
-    const auto it = st.find("workers");
-    return it != st.end() && it->is_array() ? *it : empty;
-}
-
-// The slot's own row: the first with that id (draining leftovers come after the slots).
-const json* slot_row(const json& st, unsigned id) {
-    for (const auto& w : workers_of(st))
-        if (int_field(w, "id") == static_cast<std::int64_t>(id))
-            return &w;
-    return nullptr;
-}
-
-const json& last_reload(const json& st) {
-    static const json empty = json::object();
-    const auto it = st.find("last_reload");
-    return it != st.end() && it->is_object() ? *it : empty;
-}
-
-// Slots 0..n-1 configured and up with a pid; any other row is a draining leftover.
-bool slots_up(const json& st, unsigned n) {
-    if (int_field(st, "workers_configured") != n)
-        return false;
-    for (unsigned k = 0; k < n; ++k) {
-        const auto* r = slot_row(st, k);
-        if (r == nullptr || str_field(*r, "state") != "up" || !pid_field(*r))
-            return false;
-    }
-    for (const auto& w : workers_of(st)) {
-        const auto id = int_field(w, "id");
-        if ((id < 0 || id >= static_cast<std::int64_t>(n)) && str_field(w, "state") != "draining")
-            return false;
-    }
-    return true;
-}
-
-// slot -> pid of the slots' own rows.
-std::map<unsigned, pid_t> slot_pids(const json& st) {
-    std::map<unsigned, pid_t> out;
-    for (const auto& w : workers_of(st)) {
-        const auto id = int_field(w, "id");
-        const auto pid = pid_field(w);
-        if (id >= 0 && pid && str_field(w, "state") != "draining" && !out.count(static_cast<unsigned>(id)))
-            out[static_cast<unsigned>(id)] = *pid;
-    }
-    return out;
-}
-
-std::string rows(const std::optional<json>& st) {
-    if (!st)
-        return "(no status.json)";
-    std::string s;
-    for (const auto& w : workers_of(*st)) {
-        if (!s.empty())
-            s += ", ";
-        s += std::to_string(int_field(w, "id")) + "/" + std::to_string(int_field(w, "pid")) + "/" +
-            str_field(w, "state") + "/g" + std::to_string(int_field(w, "generation"));
-    }
-    return "generation " + std::to_string(int_field(*st, "generation")) + " [" + s + "] last_reload " +
-        last_reload(*st).dump();
-}
-
-std::set<std::string> listener_addresses(const json& st) {
-    std::set<std::string> out;
-    const auto it = st.find("listeners");
-    if (it == st.end() || !it->is_array())
-        return out;
-    for (const auto& l : *it)
-        out.insert(str_field(l, "address"));
-    return out;
-}
-
-struct status_wait {
-    bool ok = false;
-    std::optional<json> last;
-};
-
-status_wait wait_status(const node& n, const std::function<bool(const json&)>& pred, milliseconds timeout,
-                        milliseconds poll = 50ms) {
-    status_wait out;
-    out.ok = wait_until(
-        [&] {
-            auto st = n.status_json({}, 2s);
-            if (!st)
-                return false;
-            out.last = std::move(st);
-            return pred(*out.last);
-        },
-        timeout, poll);
-    return out;
 }
 
 // ---- the config file ------------------------------------------------------------------------------
@@ -638,18 +526,46 @@ struct port_holder {
     }
 };
 
+// ---- starting and finishing -----------------------------------------------------------------------
+
+// Waits for a freshly started node: slots 0..workers-1 ready (log and /healthz) and up in
+// status.json. Returns that document, or nullopt after recording why not (the caller ASSERTs on it).
+std::optional<json> wait_started(node& n, unsigned workers) {
+    if (!n.wait_ready(workers)) {
+        ADD_FAILURE() << "node did not become ready";
+        return std::nullopt;
+    }
+    auto up = wait_status(n, [workers](const json& st) { return slots_up(st, workers); }, 10s);
+    if (!up.ok) {
+        ADD_FAILURE() << "slots not up: " << rows(up.last);
+        return std::nullopt;
+    }
+    return up.last;
+}
+
+// The load came through unharmed: every session still open echoes again after `t` (within 5 s);
+// then, with both stopped, no session has ended and no fresh connection was refused or failed.
+void expect_load_unharmed(prober& probe, session_pool& pool, clock::time_point t) {
+    EXPECT_TRUE(pool.all_echoed_since(t, 5s)) << "some sessions stopped echoing";
+    probe.stop();
+    pool.stop();
+    for (const auto& r : pool.records())
+        EXPECT_FALSE(r.ended) << session_pool::describe(r);
+    EXPECT_EQ(probe.refused().count(), 0u) << probe.summary();
+    EXPECT_EQ(probe.failed().count(), 0u) << probe.summary();
+}
+
 // ---- 1. in-place reloads --------------------------------------------------------------------------
 
 TEST(reload, five_in_place_reloads_keep_every_session_and_connection) {
     node_config cfg;
     cfg.workers = 2;
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(2)) << "node did not become ready";
-    const auto up = wait_status(n, [](const json& st) { return slots_up(st, 2); }, 10s);
-    ASSERT_TRUE(up.ok) << rows(up.last);
-    const auto pids_before = slot_pids(*up.last);
+    const auto started = wait_started(n, 2);
+    ASSERT_TRUE(started);
+    const auto pids_before = slot_pids(*started);
     const auto children_before = n.worker_pids();
-    ASSERT_EQ(int_field(*up.last, "generation"), 1);
+    ASSERT_EQ(int_field(*started, "generation"), 1);
 
     session_pool pool;
     ASSERT_EQ(pool.open(n.port(), 100, pids_before), "");
@@ -749,13 +665,7 @@ TEST(reload, five_in_place_reloads_keep_every_session_and_connection) {
     }
 
     // Every long-lived session kept going through all five; fresh connections never failed.
-    EXPECT_TRUE(pool.all_echoed_since(last_reload_returned, 5s)) << "some sessions stopped echoing";
-    probe.stop();
-    pool.stop();
-    for (const auto& r : pool.records())
-        EXPECT_FALSE(r.ended) << session_pool::describe(r);
-    EXPECT_EQ(probe.refused().count(), 0u) << probe.summary();
-    EXPECT_EQ(probe.failed().count(), 0u) << probe.summary();
+    expect_load_unharmed(probe, pool, last_reload_returned);
     EXPECT_GE(probe.succeeded(), 20u) << probe.summary();
     RecordProperty("fresh_connections", static_cast<int>(probe.attempts()));
     RecordProperty("session_echoes", static_cast<int>(pool.echoes()));
@@ -784,10 +694,9 @@ TEST(reload, worker_count_up_and_down_drains_removed_slots_with_1001_and_refuses
     node_config cfg;
     cfg.workers = 2;
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(2)) << "node did not become ready";
-    auto up = wait_status(n, [](const json& st) { return slots_up(st, 2); }, 10s);
-    ASSERT_TRUE(up.ok) << rows(up.last);
-    auto pids = slot_pids(*up.last);
+    const auto started = wait_started(n, 2);
+    ASSERT_TRUE(started);
+    auto pids = slot_pids(*started);
 
     session_pool pool;
     ASSERT_EQ(pool.open(n.port(), 100, pids), "");
@@ -804,7 +713,7 @@ TEST(reload, worker_count_up_and_down_drains_removed_slots_with_1001_and_refuses
         write_config(n, cfg);
         const auto run = reload(n);
         expect_applied(n, run, ++gen);
-        up = wait_status(n, [&](const json& st) { return slots_up(st, cfg.workers); }, 20s);
+        const auto up = wait_status(n, [&](const json& st) { return slots_up(st, cfg.workers); }, 20s);
         ASSERT_TRUE(up.ok) << rows(up.last);
         pids = slot_pids(*up.last);
         for (const auto& [k, p] : before) {
@@ -867,10 +776,9 @@ TEST(reload, added_listener_answers_removed_one_stops_unchanged_one_never_stops)
     cfg.workers = 2;
     cfg.listeners = {"PORT", "PORT2"};
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(2)) << "node did not become ready";
-    const auto up = wait_status(n, [](const json& st) { return slots_up(st, 2); }, 10s);
-    ASSERT_TRUE(up.ok) << rows(up.last);
-    const auto pids = slot_pids(*up.last);
+    const auto started = wait_started(n, 2);
+    ASSERT_TRUE(started);
+    const auto pids = slot_pids(*started);
     const port_map more{{"PORT3", free_port()}};
     const auto p1 = n.port();
     const auto p2 = n.port("PORT2");
@@ -949,10 +857,9 @@ TEST(reload, bad_config_is_refused_with_its_reason_and_the_node_keeps_the_old_on
     node_config good;
     good.workers = 2;
     node n(node_options{good.text(), {}});
-    ASSERT_TRUE(n.wait_ready(2)) << "node did not become ready";
-    const auto up = wait_status(n, [](const json& st) { return slots_up(st, 2); }, 10s);
-    ASSERT_TRUE(up.ok) << rows(up.last);
-    const auto pids = slot_pids(*up.last);
+    const auto started = wait_started(n, 2);
+    ASSERT_TRUE(started);
+    const auto pids = slot_pids(*started);
     const auto port = n.port();
 
     session_pool pool;
@@ -977,15 +884,19 @@ TEST(reload, bad_config_is_refused_with_its_reason_and_the_node_keeps_the_old_on
     };
 
     std::size_t failures = 0;
+    // Writes `bad`, reloads, expects it refused with "<file>:<line of needle>:" in the reason.
+    const auto refused_at_line_of = [&](const node_config& bad, std::string_view needle) {
+        const int line = line_of(write_config(n, bad), needle);
+        auto run = reload(n);
+        const std::string where = n.config_path().filename().string() + ":" + std::to_string(line) + ":";
+        expect_failed(n, run, 1, lower(where), failures++);
+        return run;
+    };
     // a. A syntax error.
     {
         auto bad = with_changes();
         bad.extra = "[broken_table\nkey = 1\n";
-        const auto text = write_config(n, bad);
-        const int line = line_of(text, "[broken_table");
-        const auto run = reload(n);
-        const std::string where = n.config_path().filename().string() + ":" + std::to_string(line) + ":";
-        expect_failed(n, run, 1, lower(where), failures++);
+        const auto run = refused_at_line_of(bad, "[broken_table");
         EXPECT_TRUE(std::regex_search(run.r.output, std::regex(R"(sockherd\.toml:\d+:\d+: \S)"))) << describe(run.r);
         old_behaviour("a syntax error");
     }
@@ -993,11 +904,7 @@ TEST(reload, bad_config_is_refused_with_its_reason_and_the_node_keeps_the_old_on
     {
         auto bad = with_changes();
         bad.websocket_more = "no_such_key = 1\n";
-        const auto text = write_config(n, bad);
-        const int line = line_of(text, "no_such_key");
-        const auto run = reload(n);
-        const std::string where = n.config_path().filename().string() + ":" + std::to_string(line) + ":";
-        expect_failed(n, run, 1, lower(where), failures++);
+        const auto run = refused_at_line_of(bad, "no_such_key");
         EXPECT_NE(run.r.output.find("no_such_key"), std::string::npos) << describe(run.r);
         old_behaviour("an unknown key");
     }
@@ -1033,14 +940,7 @@ TEST(reload, bad_config_is_refused_with_its_reason_and_the_node_keeps_the_old_on
     EXPECT_EQ(ws_route_works(port, "/added"), "");
     EXPECT_EQ(big_message_outcome(port, 8192), "close 1009");
 
-    const auto t_end = clock::now();
-    EXPECT_TRUE(pool.all_echoed_since(t_end, 5s));
-    probe.stop();
-    pool.stop();
-    for (const auto& r : pool.records())
-        EXPECT_FALSE(r.ended) << session_pool::describe(r);
-    EXPECT_EQ(probe.refused().count(), 0u) << probe.summary();
-    EXPECT_EQ(probe.failed().count(), 0u) << probe.summary();
+    expect_load_unharmed(probe, pool, clock::now());
     const auto end = n.status_json();
     ASSERT_TRUE(end);
     EXPECT_EQ(slot_pids(*end), pids) << rows(end);
@@ -1053,10 +953,9 @@ TEST(reload, removed_workers_exit_by_the_drain_deadline_even_with_sessions_open)
     node_config cfg;
     cfg.workers = 3;
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(3)) << "node did not become ready";
-    const auto up = wait_status(n, [](const json& st) { return slots_up(st, 3); }, 10s);
-    ASSERT_TRUE(up.ok) << rows(up.last);
-    const auto pids = slot_pids(*up.last);
+    const auto started = wait_started(n, 3);
+    ASSERT_TRUE(started);
+    const auto pids = slot_pids(*started);
 
     // Sessions on every worker: some read by a thread each (they answer the close), some never
     // read again (their close handshake cannot complete before the worker must be gone).
@@ -1146,10 +1045,9 @@ TEST(reload, subscribers_on_draining_workers_keep_receiving_until_closed) {
     node_config cfg;
     cfg.workers = 3;
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(3)) << "node did not become ready";
-    const auto up = wait_status(n, [](const json& st) { return slots_up(st, 3); }, 10s);
-    ASSERT_TRUE(up.ok) << rows(up.last);
-    const auto pids = slot_pids(*up.last);
+    const auto started = wait_started(n, 3);
+    ASSERT_TRUE(started);
+    const auto pids = slot_pids(*started);
 
     // Subscribers on /ws/news spread over the three workers, and a publisher on worker 0 (which stays).
     struct subscriber {
@@ -1295,27 +1193,44 @@ TEST(reload, subscribers_on_draining_workers_keep_receiving_until_closed) {
 // Lines that show the supervisor noticed a reload request (whatever the wording).
 const std::regex reload_noticed(R"((SIGHUP|[Rr]eload))");
 
+// Waits for a fresh one-worker node (see wait_started) and opens `sessions` sessions on it into
+// `pool`. Slot 0's pid, or nullopt after recording why not (the caller ASSERTs on it).
+std::optional<pid_t> one_worker_with_sessions(node& n, session_pool& pool, std::size_t sessions) {
+    const auto started = wait_started(n, 1);
+    if (!started)
+        return std::nullopt;
+    const auto pid0 = slot_pids(*started).at(0);
+    if (const auto why = pool.open(n.port(), sessions, {{0, pid0}}); !why.empty()) {
+        ADD_FAILURE() << "opening sessions: " << why;
+        return std::nullopt;
+    }
+    return pid0;
+}
+
+// Sends SIGHUP and waits (3 s) for one more log line showing the supervisor noticed it. Two
+// signals sent back to back may merge into one pending signal in the kernel: send a second one
+// only after this. Call under ASSERT_NO_FATAL_FAILURE.
+void sighup_noticed(const node& n, std::string_view what) {
+    const auto before = n.count_log(reload_noticed);
+    ASSERT_TRUE(n.signal(SIGHUP));
+    EXPECT_TRUE(n.wait_for_log(reload_noticed, 3s, before + 1)) << "no log line about " << what;
+}
+
 TEST(reload, two_quick_sighups_reload_twice_one_after_the_other) {
     node_config cfg;
     cfg.workers = 1;
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(1)) << "node did not become ready";
-    ASSERT_TRUE(wait_status(n, [](const json& st) { return slots_up(st, 1); }, 10s).ok);
-    const auto pid0 = slot_pids(*n.status_json()).at(0);
-
     session_pool pool;
-    ASSERT_EQ(pool.open(n.port(), 40, {{0, pid0}}), "");
+    const auto pid0 = one_worker_with_sessions(n, pool, 40);
+    ASSERT_TRUE(pid0);
     prober probe(n.port());
 
     // A reload with work in it (three workers to start), so the second SIGHUP lands during it.
     cfg.workers = 4;
     cfg.routes.insert(cfg.routes.begin(), route{"/echo3", "echo"});
     write_config(n, cfg);
-    const auto noticed_before = n.count_log(reload_noticed);
-    ASSERT_TRUE(n.signal(SIGHUP));
-    // Two signals sent back to back may merge into one pending signal in the kernel; the second
-    // goes once the supervisor has taken the first.
-    EXPECT_TRUE(n.wait_for_log(reload_noticed, 3s, noticed_before + 1)) << "no log line about the first SIGHUP";
+    // The second SIGHUP goes once the supervisor has taken the first (see sighup_noticed).
+    ASSERT_NO_FATAL_FAILURE(sighup_noticed(n, "the first SIGHUP"));
     const bool first_still_running = n.count_log(applied_line(2)) == 0;
     ASSERT_TRUE(n.signal(SIGHUP));
     RecordProperty("second_sighup_during_first_reload", first_still_running ? 1 : 0);
@@ -1343,20 +1258,13 @@ TEST(reload, two_quick_sighups_reload_twice_one_after_the_other) {
     const auto up = wait_status(n, [](const json& st) { return slots_up(st, 4) && workers_of(st).size() == 4; }, 20s);
     EXPECT_TRUE(up.ok) << rows(up.last);
     if (up.last) {
-        EXPECT_EQ(slot_pids(*up.last).at(0), pid0) << "slot 0 was replaced";
+        EXPECT_EQ(slot_pids(*up.last).at(0), *pid0) << "slot 0 was replaced";
         EXPECT_EQ(str_field(last_reload(*up.last), "result"), "ok");
     }
     EXPECT_EQ(n.count_log(std::regex(R"(worker \d+: started)")), 4u) << "workers started twice for one change";
     EXPECT_EQ(ws_route_works(n.port(), "/echo3"), "");
 
-    const auto t_end = clock::now();
-    EXPECT_TRUE(pool.all_echoed_since(t_end, 5s));
-    probe.stop();
-    pool.stop();
-    for (const auto& r : pool.records())
-        EXPECT_FALSE(r.ended) << session_pool::describe(r);
-    EXPECT_EQ(probe.refused().count(), 0u) << probe.summary();
-    EXPECT_EQ(probe.failed().count(), 0u) << probe.summary();
+    expect_load_unharmed(probe, pool, clock::now());
     n.assert_no_unexpected_errors();
 }
 
@@ -1364,19 +1272,14 @@ TEST(reload, sigterm_during_a_reload_stops_the_node_cleanly) {
     node_config cfg;
     cfg.workers = 1;
     node n(node_options{cfg.text(), {}});
-    ASSERT_TRUE(n.wait_ready(1)) << "node did not become ready";
-    ASSERT_TRUE(wait_status(n, [](const json& st) { return slots_up(st, 1); }, 10s).ok);
-    const auto pid0 = slot_pids(*n.status_json()).at(0);
-
     session_pool pool;
-    ASSERT_EQ(pool.open(n.port(), 40, {{0, pid0}}), "");
+    const auto pid0 = one_worker_with_sessions(n, pool, 40);
+    ASSERT_TRUE(pid0);
     {
         prober probe(n.port());
         cfg.workers = 4;
         write_config(n, cfg);
-        const auto noticed_before = n.count_log(reload_noticed);
-        ASSERT_TRUE(n.signal(SIGHUP));
-        EXPECT_TRUE(n.wait_for_log(reload_noticed, 3s, noticed_before + 1)) << "no log line about SIGHUP";
+        ASSERT_NO_FATAL_FAILURE(sighup_noticed(n, "SIGHUP"));
         probe.stop(); // refusals are expected from here on: the node stops
         EXPECT_EQ(probe.refused().count(), 0u) << probe.summary();
         EXPECT_EQ(probe.failed().count(), 0u) << probe.summary();
