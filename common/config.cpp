@@ -47,7 +47,6 @@ constexpr std::uint64_t kib = 1024;
 constexpr std::uint64_t mib = 1024 * kib;
 constexpr std::uint64_t gib = 1024 * mib;
 constexpr std::size_t max_file_size = 16 * mib;
-constexpr unsigned max_workers = 1024;
 constexpr std::size_t max_unix_path = sizeof(sockaddr_un::sun_path) - 1;
 
 // Thrown by the readers below on the first problem; parse_config turns it into a config_error.

@@ -17,6 +17,9 @@ namespace sockherd {
 
 using duration = std::chrono::milliseconds;
 
+// The most worker slots a node may have ([server] workers, `sockherd workers N`).
+inline constexpr unsigned max_workers = 1024;
+
 enum class listener_mode { handoff, shared, reuseport };
 enum class schedule_policy { least_conn, round_robin };
 enum class route_kind { echo, static_files, pubsub };

@@ -8,6 +8,8 @@
 #include <limits>
 #include <utility>
 
+#include <fmt/format.h>
+
 namespace sockherd {
 namespace {
 
@@ -83,6 +85,20 @@ std::string format_size(std::uint64_t bytes) {
         if (bytes >= factor && bytes % factor == 0)
             return std::to_string(bytes / factor) + std::string(name);
     return std::to_string(bytes) + " bytes";
+}
+
+// "812 B", "41.2 MiB".
+std::string human_size(std::uint64_t bytes) {
+    if (bytes < 1024)
+        return fmt::format("{} B", bytes);
+    constexpr std::string_view units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = static_cast<double>(bytes) / 1024;
+    std::size_t u = 0;
+    while (v >= 1023.95 && u + 1 < std::size(units)) { // 1023.96 KiB would print "1024.0 KiB"
+        v /= 1024;
+        ++u;
+    }
+    return fmt::format("{:.1f} {}", v, units[u]);
 }
 
 } // namespace sockherd

@@ -27,4 +27,7 @@ std::string format_duration(duration d);
 // "16KiB", "1MiB", "2GiB" when the size is a whole number of those, else "1500 bytes".
 std::string format_size(std::uint64_t bytes);
 
+// For people, rounded to one decimal: "812 B", "41.2 MiB", "1.5 GiB".
+std::string human_size(std::uint64_t bytes);
+
 } // namespace sockherd

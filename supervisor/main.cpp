@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     add_socket_option(reload);
     unsigned worker_count = 0;
     auto* workers = app.add_subcommand("workers", "Scale the running node to N worker processes");
-    workers->add_option("N", worker_count, "Number of workers")->required()->check(CLI::Range(1u, 1024u));
+    workers->add_option("N", worker_count, "Number of workers")->required()->check(CLI::Range(1u, max_workers));
     add_socket_option(workers);
 
     try {

@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/units.hpp"
+
 namespace sockherd::supervisor {
 namespace {
 
@@ -165,20 +167,6 @@ std::string human_duration(double seconds) {
     if (s < 86400)
         return fmt::format("{}h {:02}m", s / 3600, s % 3600 / 60);
     return fmt::format("{}d {:02}h", s / 86400, s % 86400 / 3600);
-}
-
-// "812 B", "41.2 MiB".
-std::string human_bytes(std::uint64_t bytes) {
-    if (bytes < 1024)
-        return fmt::format("{} B", bytes);
-    constexpr std::string_view units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    double v = static_cast<double>(bytes) / 1024;
-    std::size_t u = 0;
-    while (v >= 1023.95 && u + 1 < std::size(units)) { // 1023.96 KiB would print "1024.0 KiB"
-        v /= 1024;
-        ++u;
-    }
-    return fmt::format("{:.1f} {}", v, units[u]);
 }
 
 // "2024-05-01 12:00:00 UTC".
@@ -456,7 +444,7 @@ std::string render_status_html(const node_snapshot& s) {
                        w.counters.connections, w.counters.ws_sessions, w.counters.messages_in_total,
                        w.counters.messages_out_total);
         if (w.pid && w.counters.rss_bytes > 0)
-            fmt::format_to(o, "<td class=\"num\">{}</td>", human_bytes(w.counters.rss_bytes));
+            fmt::format_to(o, "<td class=\"num\">{}</td>", human_size(w.counters.rss_bytes));
         else
             out += "<td class=\"num\">&mdash;</td>";
         fmt::format_to(o, "<td class=\"num\">{}</td><td class=\"wrap\">{}</td></tr>\n", w.restarts,
@@ -626,7 +614,7 @@ std::string render_status_text(const node_snapshot& s) {
                            w.pid ? human_duration(w.uptime_seconds) : "-", std::to_string(c.connections),
                            std::to_string(c.ws_sessions), std::to_string(c.messages_in_total),
                            std::to_string(c.messages_out_total),
-                           w.pid && c.rss_bytes > 0 ? human_bytes(c.rss_bytes) : "-", std::to_string(w.restarts),
+                           w.pid && c.rss_bytes > 0 ? human_size(c.rss_bytes) : "-", std::to_string(w.restarts),
                            text_cell(w.last_exit)});
     }
     out += text_table(workers);

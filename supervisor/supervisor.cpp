@@ -23,7 +23,6 @@ constexpr std::chrono::seconds stop_grace{2};
 // A starting worker gets at least this long to send its first heartbeat (exec, loading, parsing
 // the config), whatever watchdog_timeout says.
 constexpr std::chrono::milliseconds start_allowance{10'000};
-constexpr unsigned max_workers = 1024;
 // At most one memory replacement per slot in this long.
 constexpr std::chrono::seconds memory_replacement_interval{30};
 
@@ -32,11 +31,6 @@ using std::chrono::milliseconds;
 
 double seconds_between(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
     return std::chrono::duration<double>(to - from).count();
-}
-
-// "264.4 MiB": for log lines a person reads, where format_size's exact units are noise.
-std::string format_memory(std::uint64_t bytes) {
-    return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
 }
 
 std::string format_seconds(milliseconds d) {
@@ -85,7 +79,6 @@ supervisor::supervisor(net::io_context& ioc, config cfg, std::string worker_exe)
     }
     for (unsigned i = 0; i < config_.server.workers; ++i)
         slots_.push_back(std::make_unique<worker_slot>(ioc_, i, config_));
-    pending_retire_reason_.resize(slots_.size());
 }
 
 supervisor::~supervisor() = default;
@@ -252,7 +245,7 @@ void supervisor::on_process_ready(worker_process& p) {
         slot.vacate();
         slot.filled_by(&p);
         if (old != nullptr)
-            retire(*old, std::exchange(pending_retire_reason_[p.slot()], std::string()));
+            retire(*old, old->memory_replacement());
     }
     resume_listeners();
     maybe_announce_ready();
@@ -311,16 +304,17 @@ void supervisor::check_memory(worker_process& p) {
             return;
         p.set_memory_warning_logged();
         spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}, but {}", p.slot(), p.pid(),
-                     format_memory(rss), format_size(limit), why);
+                     human_size(rss), format_size(limit), why);
     };
     // A replacement would be no smaller: it started over the limit.
     if (p.first_rss() > limit)
-        return warn_once("it needed " + format_memory(p.first_rss()) +
+        return warn_once("it needed " + human_size(p.first_rss()) +
                          " before serving anyone; not replacing it (raise the limit)");
     // One predecessor draining for its memory per slot at a time, at most one replacement per
     // interval: a leak cannot multiply into several large processes per slot.
     for (const auto& other : procs_)
-        if (other && other->alive() && other->retired() && other->slot() == slot->id() && other->replaced_for_memory())
+        if (other && other->alive() && other->retired() && other->slot() == slot->id() &&
+            !other->memory_replacement().empty())
             return warn_once("its predecessor (pid " + std::to_string(other->pid()) +
                              ") is still draining; replacing it once that one has exited");
     const auto now = std::chrono::steady_clock::now();
@@ -332,12 +326,11 @@ void supervisor::check_memory(worker_process& p) {
         return; // logged; the next heartbeat tries again
     slot->last_memory_replacement = now;
     slot->set_successor(successor);
-    p.set_replaced_for_memory();
+    p.set_memory_replacement("replaced: rss " + human_size(rss) + " over max_worker_memory " + format_size(limit));
     ++memory_replacements_;
-    pending_retire_reason_[slot->id()] = "replaced: rss " + format_memory(rss) + " over max_worker_memory " + format_size(limit);
     spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}; replacing it gracefully: pid {} starts, "
                  "then it drains ({} ms)",
-                 p.slot(), p.pid(), format_memory(rss), format_size(limit), successor->pid(),
+                 p.slot(), p.pid(), human_size(rss), format_size(limit), successor->pid(),
                  config_.supervisor.drain_timeout.count());
 }
 
@@ -402,7 +395,6 @@ void supervisor::on_process_exited(worker_process& p) {
             // It died while its replacement was starting: the replacement takes the slot now.
             slot->set_successor(nullptr);
             slot->filled_by(next);
-            pending_retire_reason_[slot->id()].clear();
         }
     }
 
@@ -649,7 +641,6 @@ void supervisor::scale_to(unsigned workers) {
         }
     }
     config_.server.workers = workers;
-    pending_retire_reason_.resize(workers);
     spdlog::info("workers: {} -> {}", before, workers);
     maybe_announce_ready();
     report_to_systemd();

@@ -114,7 +114,6 @@ private:
     std::unique_ptr<control_server> control_;
     systemd_notifier notifier_;
     bool announced_ready_ = false;
-    std::vector<std::string> pending_retire_reason_; // per slot: why its successor replaces it
 
     bool reload_running_ = false;
     bool reload_queued_ = false;

@@ -112,8 +112,10 @@ public:
     // Late with its heartbeat (more than two intervals): probably stopped or stuck, so it gets no
     // new connections until it reports again. Set by the supervisor's health tick.
     bool stale() const { return stale_; }
-    bool replaced_for_memory() const { return replaced_for_memory_; }
-    void set_replaced_for_memory() { replaced_for_memory_ = true; }
+    // Set when a successor was started to replace it for its memory: why ("" otherwise). It
+    // retires with this reason once the successor is ready.
+    const std::string& memory_replacement() const { return memory_replacement_; }
+    void set_memory_replacement(std::string why) { memory_replacement_ = std::move(why); }
     void set_stale(bool s) { stale_ = s; }
 
 private:
@@ -139,7 +141,7 @@ private:
     bool exited_cleanly_ = false;
     bool memory_warning_logged_ = false;
     bool stale_ = false;
-    bool replaced_for_memory_ = false;
+    std::string memory_replacement_;
     std::uint64_t first_rss_ = 0;
 
     // least-conn bookkeeping: what the worker last reported plus what is still in flight.
