@@ -15,7 +15,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
-  ARTIFACTS, HOST, checkEnvironment, closeChromium, freePort, get, killGroup, launchChromium, nodeConfig,
+  ARTIFACTS, HOST, checkEnvironment, cleanUp, freePort, get, killGroup, nodeConfig, openBrowser,
   sleep, startNode as startSockherd, stopNode,
 } from "./lib.mjs";
 
@@ -56,19 +56,10 @@ before(async () => {
   state.node = await startNode("sockherd-browser-node.log");
 
   // The browser: our own Chromium with a fresh profile, driven over CDP on loopback.
-  state.profile = fs.mkdtempSync(path.join(os.tmpdir(), "sockherd-chromium-"));
-  const { proc, browser } = await launchChromium(state.profile, "sockherd-browser-chromium.log");
-  state.browserProc = proc;
-  state.browser = browser;
+  await openBrowser(state, "sockherd-browser-chromium.log");
 });
 
-after(async () => {
-  await closeChromium(state.browser, state.browserProc);
-  if (state.node && !state.node.exited) killGroup(state.node); // a failed test: no stray node
-  for (const d of [state.profile, state.dir]) {
-    if (d) try { fs.rmSync(d, { recursive: true, force: true, maxRetries: 3 }); } catch { /* best effort */ }
-  }
-});
+after(() => cleanUp(state));
 
 /** Waits until the page's chat subscription is live; returns the worker slot from #status. */
 async function liveWorker(page, what) {

@@ -168,3 +168,23 @@ export async function closeChromium(browser, proc) {
     try { await within(5000, "Chromium exit", proc.exit); } catch { killGroup(proc); }
   }
 }
+
+/**
+ * A test file's browser: Chromium with a fresh profile in state.profile, state.browser and
+ * state.browserProc set. Pairs with cleanUp(state).
+ */
+export async function openBrowser(state, logName) {
+  state.profile = fs.mkdtempSync(path.join(os.tmpdir(), "sockherd-chromium-"));
+  const { proc, browser } = await launchChromium(state.profile, logName);
+  state.browserProc = proc;
+  state.browser = browser;
+}
+
+/** After a test file: Chromium closed, a node a failed test left running killed, temp dirs removed. */
+export async function cleanUp(state) {
+  await closeChromium(state.browser, state.browserProc);
+  if (state.node && !state.node.exited) killGroup(state.node); // a failed test: no stray node
+  for (const d of [state.profile, state.dir]) {
+    if (d) try { fs.rmSync(d, { recursive: true, force: true, maxRetries: 3 }); } catch { /* best effort */ }
+  }
+}

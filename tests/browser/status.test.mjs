@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
-  ARTIFACTS, HOST, checkEnvironment, closeChromium, freePort, get, killGroup, launchChromium, nodeConfig,
+  ARTIFACTS, HOST, checkEnvironment, cleanUp, freePort, get, killGroup, nodeConfig, openBrowser,
   sleep, startNode, stopNode,
 } from "./lib.mjs";
 
@@ -93,19 +93,10 @@ before(async () => {
   state.node = startNode(state.dir, config, "sockherd-browser-status-node.log");
   state.initial = await waitStatus(allUp, 20000, `${WORKERS} workers up`);
 
-  state.profile = fs.mkdtempSync(path.join(os.tmpdir(), "sockherd-chromium-"));
-  const { proc, browser } = await launchChromium(state.profile, "sockherd-browser-status-chromium.log");
-  state.browserProc = proc;
-  state.browser = browser;
+  await openBrowser(state, "sockherd-browser-status-chromium.log");
 });
 
-after(async () => {
-  await closeChromium(state.browser, state.browserProc);
-  if (state.node && !state.node.exited) killGroup(state.node); // a failed test: no stray node
-  for (const d of [state.profile, state.dir]) {
-    if (d) try { fs.rmSync(d, { recursive: true, force: true, maxRetries: 3 }); } catch { /* best effort */ }
-  }
-});
+after(() => cleanUp(state));
 
 test("the status page lists every worker up, the listener and the config", { timeout: 60000 }, async () => {
   const ctx = await state.browser.newContext({ viewport: { width: 1280, height: 900 } });
