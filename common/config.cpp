@@ -191,6 +191,16 @@ public:
         out = static_cast<int>(v->get());
     }
 
+    void read_bool(std::string_view key, bool& out) const {
+        const auto* node = find(key);
+        if (node == nullptr)
+            return;
+        const auto* v = node->as_boolean();
+        if (v == nullptr)
+            wrong_type(*node, key, "true or false");
+        out = v->get();
+    }
+
     enum class zero { allowed, rejected };
 
     const toml::node* read_duration(std::string_view key, duration& out, zero z) const {
@@ -263,8 +273,39 @@ const toml::array& section_array(const toml::node& node, std::string_view key) {
     return *a;
 }
 
+// What useradd and systemd accept, give or take: 1 to 32 of [A-Za-z0-9._-], not starting with '-'.
+bool plausible_user_name(std::string_view name) {
+    constexpr std::size_t max_user_name = 32;
+    if (name.empty() || name.size() > max_user_name || name.front() == '-')
+        return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+               c == '-';
+    });
+}
+
 void read_server(const toml::table& table, config& cfg) {
-    section s(table, "[server]", {"workers", "control_socket"});
+    section s(table, "[server]", {"workers", "control_socket", "user", "allow_root_workers"});
+    s.read_bool("allow_root_workers", cfg.server.allow_root_workers);
+    if (const auto* node = s.find("user")) {
+        const auto& name = s.string_value(*node, "user");
+        if (!name.empty() && !plausible_user_name(name))
+            s.fail(*node, "user",
+                   "invalid user name \"" + name +
+                       "\" (expected 1 to 32 of A-Z a-z 0-9 . _ -, not starting with '-'; or \"\" to keep the "
+                       "user sockherd was started as)");
+        cfg.server.user = name;
+        cfg.server.user_position = {node->source().begin.line, node->source().begin.column};
+    }
+    // Whether "" or a uid-0 user means root depends on who starts the node: the supervisor checks
+    // those (supervisor/worker_identity.hpp). The name says it here already.
+    if (cfg.server.user == "root" && !cfg.server.allow_root_workers) {
+        const std::string why = "\"root\" would run the workers as root; set allow_root_workers = true in [server] "
+                                "to do that on purpose";
+        if (const auto* node = s.find("user"))
+            s.fail(*node, "user", why);
+        reject(table.source(), "[server] user: " + why);
+    }
     if (const auto* path = s.find("control_socket")) {
         const auto& text = s.string_value(*path, "control_socket");
         if (!text.empty() && text.front() != '/')
@@ -523,6 +564,7 @@ config_result parse_onto(std::string_view text, std::string_view source_name, st
     const std::string name(source_name);
     try {
         config cfg = base == starting_from::defaults ? default_config() : config{};
+        cfg.server.user_position = {}; // a position in default.toml means nothing in this file
         const toml::table root = toml::parse(text, source_name);
         read_document(root, cfg);
         cfg.source_name = name;

@@ -41,10 +41,22 @@ struct route_config {
     pubsub_protocol protocol = pubsub_protocol::raw; // pubsub only: raw = <path><channel>, json = ops
 };
 
+// Where a value was written in the config file (1-based; 0 when it was not in the file).
+struct source_position {
+    std::uint32_t line = 0;
+    std::uint32_t column = 0;
+};
+
 struct config {
     struct server_section {
         unsigned workers = 0; // resolved: "auto" becomes the CPU count; always >= 1 after parsing
         std::string control_socket = "/run/sockherd/control.sock"; // empty: no control socket
+        // When started as root: the user the workers run as, after the listeners are bound
+        // (supervisor/worker_identity.hpp). Empty: they keep the supervisor's user. A syntactically
+        // valid name; "root" only with allow_root_workers.
+        std::string user = "nobody";
+        source_position user_position; // where the file set `user` (for errors found later)
+        bool allow_root_workers = false; // workers may run as root ("root", a uid-0 user, or "")
     } server;
 
     std::vector<listener_config> listeners; // at least one

@@ -1,6 +1,7 @@
 // sockherd's entry point: parses the command line and dispatches. Nothing else lives here.
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <exception>
@@ -15,6 +16,7 @@
 #include "common/logging.hpp"
 #include "supervisor/control.hpp"
 #include "supervisor/supervisor.hpp"
+#include "supervisor/worker_identity.hpp"
 #include "worker/worker.hpp"
 
 namespace {
@@ -48,7 +50,7 @@ int run_supervisor(const std::string& config_path) {
     raise_fd_limit();
     ::signal(SIGPIPE, SIG_IGN);
     net::io_context ioc(1);
-    supervisor::supervisor sup(ioc, std::move(cfg), "/proc/self/exe");
+    supervisor::supervisor sup(ioc, std::move(cfg));
     return sup.run();
 }
 
@@ -59,6 +61,10 @@ int check_config(const std::string& path) {
         return 1;
     }
     const auto& cfg = std::get<config>(result);
+    if (const auto err = supervisor::check_worker_user(cfg, ::geteuid())) {
+        std::fprintf(stderr, "%s\n", err->to_string().c_str());
+        return 1;
+    }
     std::printf("%s: ok (%u worker(s), %zu listener(s), %zu route(s))\n", path.c_str(), cfg.server.workers,
                 cfg.listeners.size(), cfg.routes.size());
     return 0;

@@ -1,5 +1,6 @@
 #include "supervisor/supervisor.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -7,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <stdexcept>
+#include <system_error>
 
 #include <spdlog/spdlog.h>
 
@@ -25,6 +28,8 @@ constexpr std::chrono::seconds stop_grace{2};
 constexpr std::chrono::milliseconds start_allowance{10'000};
 // At most one memory replacement per slot in this long.
 constexpr std::chrono::seconds memory_replacement_interval{30};
+// A successor that stays up this long resets the delay between retries of a rolling replacement.
+constexpr std::chrono::milliseconds roll_healthy_after{10'000};
 
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
@@ -60,13 +65,44 @@ worker_counters counters_of(const ipc::heartbeat_msg& h) {
     return c;
 }
 
+worker_identity resolve_or_throw(const config& cfg, uid_t euid) {
+    auto resolved = resolve_worker_identity(cfg, euid);
+    if (const auto* err = std::get_if<config_error>(&resolved))
+        throw std::runtime_error(err->to_string());
+    auto& r = std::get<resolved_identity>(resolved);
+    if (r.level == resolved_identity::severity::warn)
+        spdlog::warn("{}", r.message);
+    else if (!r.message.empty())
+        spdlog::info("{}", r.message);
+    return std::move(r.identity);
+}
+
+// Workers are exec'd through a descriptor of the supervisor's own executable, opened once at
+// start, as "/proc/self/fd/N" in the child (N is still open there; it closes on exec):
+// - that is a magic link, resolved straight to the open file: no directory on the binary's path
+//   is searched, so a worker user that may not enter it (a build under /root, 0700) still
+//   starts; only the file's own execute bit counts;
+// - it is the file the supervisor runs: after a package upgrade replaced /usr/bin/sockherd, new
+//   workers still run the supervisor's binary (and speak its channel protocol) until the node
+//   restarts.
+// Boost.Process does the execve, so a failed exec comes back to spawn() as an error.
+unique_fd open_own_executable() {
+    unique_fd fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        throw std::system_error(errno, std::generic_category(), "cannot open /proc/self/exe");
+    return fd;
+}
+
 } // namespace
 
-supervisor::supervisor(net::io_context& ioc, config cfg, std::string worker_exe)
-    : ioc_(ioc), config_(std::move(cfg)), worker_exe_(std::move(worker_exe)),
+supervisor::supervisor(net::io_context& ioc, config cfg)
+    : ioc_(ioc), config_(std::move(cfg)), euid_(::geteuid()), identity_(resolve_or_throw(config_, euid_)),
+      exe_(open_own_executable()), worker_exe_("/proc/self/fd/" + std::to_string(exe_.get())),
       started_at_(std::chrono::steady_clock::now()), started_at_wall_(std::chrono::system_clock::now()),
-      scheduler_(config_.scheduler.policy), notifier_(ioc), reload_timer_(ioc), signals_(ioc),
-      stop_deadline_(ioc), health_timer_(ioc) {
+      scheduler_(config_.scheduler.policy), notifier_(ioc), reload_timer_(ioc), signals_(ioc), stop_deadline_(ioc),
+      health_timer_(ioc),
+      roll_backoff_(config_.supervisor.restart_backoff_min, config_.supervisor.restart_backoff_max, roll_healthy_after),
+      roll_timer_(ioc) {
     // Every listener is bound before any worker exists, so a bad address fails the start at once.
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         auto l = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), config_.listeners[i]);
@@ -163,10 +199,19 @@ worker_process* supervisor::spawn_process(unsigned slot_id) {
         loads_.emplace_back();
     }
     auto p = std::make_unique<worker_process>(ioc_, *this, index, slot_id);
-    if (!p->spawn(worker_exe_, config_, generation_))
+    if (!p->spawn(worker_exe_, config_, generation_, identity_))
         return nullptr;
     procs_[index] = std::move(p);
     return procs_[index].get();
+}
+
+bool supervisor::start_successor(worker_slot& slot, worker_process& p, replacement what, std::string reason) {
+    auto* successor = spawn_process(slot.id());
+    if (successor == nullptr)
+        return false;
+    slot.set_successor(successor);
+    p.set_replacement(what, std::move(reason));
+    return true;
 }
 
 void supervisor::retire(worker_process& p, std::string reason) {
@@ -244,11 +289,15 @@ void supervisor::on_process_ready(worker_process& p) {
         auto* old = slot.process();
         slot.vacate();
         slot.filled_by(&p);
-        if (old != nullptr)
-            retire(*old, old->memory_replacement());
+        if (old != nullptr) {
+            if (old->replaced_for() == replacement::identity)
+                roll_backoff_.note_running(roll_healthy_after);
+            retire(*old, old->replacement_reason());
+        }
     }
     resume_listeners();
     maybe_announce_ready();
+    roll_next();
 }
 
 // READY=1 once the node serves as configured: every slot up, or failing (a slot that keeps
@@ -314,24 +363,87 @@ void supervisor::check_memory(worker_process& p) {
     // interval: a leak cannot multiply into several large processes per slot.
     for (const auto& other : procs_)
         if (other && other->alive() && other->retired() && other->slot() == slot->id() &&
-            !other->memory_replacement().empty())
+            other->replaced_for() == replacement::memory)
             return warn_once("its predecessor (pid " + std::to_string(other->pid()) +
                              ") is still draining; replacing it once that one has exited");
     const auto now = std::chrono::steady_clock::now();
     if (slot->last_memory_replacement && now - *slot->last_memory_replacement < memory_replacement_interval)
         return warn_once("slot " + std::to_string(slot->id()) + " was replaced for its memory less than " +
                          std::to_string(memory_replacement_interval.count()) + " s ago; waiting");
-    auto* successor = spawn_process(slot->id());
-    if (successor == nullptr)
+    if (!start_successor(*slot, p, replacement::memory,
+                         "replaced: rss " + human_size(rss) + " over max_worker_memory " + format_size(limit)))
         return; // logged; the next heartbeat tries again
     slot->last_memory_replacement = now;
-    slot->set_successor(successor);
-    p.set_memory_replacement("replaced: rss " + human_size(rss) + " over max_worker_memory " + format_size(limit));
+    auto* successor = slot->successor();
     ++memory_replacements_;
     spdlog::warn("worker {}: pid {} uses {}, over max_worker_memory {}; replacing it gracefully: pid {} starts, "
                  "then it drains ({} ms)",
                  p.slot(), p.pid(), human_size(rss), format_size(limit), successor->pid(),
                  config_.supervisor.drain_timeout.count());
+}
+
+// Slots whose worker (or the successor about to take over) runs as another user than identity_.
+unsigned supervisor::workers_to_roll() const {
+    unsigned n = 0;
+    for (const auto& slot : slots_) {
+        const auto* holder = slot->successor() != nullptr ? slot->successor() : slot->process();
+        if (holder != nullptr && !holder->identity().same_credentials(identity_))
+            ++n;
+    }
+    return n;
+}
+
+// After a reload changed the workers' user: the first ready worker that runs as another user
+// gets a successor (as for memory replacement, the old one drains once it is ready), then the
+// next, one slot at a time so the node never serves with fewer workers. Called again whenever a
+// worker becomes ready or exits; a successor that dies before it is ready is retried after a
+// backoff.
+void supervisor::roll_next() {
+    if (!rolling_ || phase_ != phase::running)
+        return;
+    if (roll_retry_pending_)
+        return;
+    worker_slot* next = nullptr;
+    for (auto& slot : slots_) {
+        auto* p = slot->process();
+        if (slot->successor() != nullptr) {
+            if (p != nullptr && p->replaced_for() == replacement::identity)
+                return; // this slot's successor is starting: one at a time
+            continue;   // a memory replacement: looked at again once its successor is ready
+        }
+        if (next == nullptr && p != nullptr && p->state() == process_state::ready &&
+            !p->identity().same_credentials(identity_))
+            next = slot.get();
+    }
+    if (next == nullptr) {
+        // Nothing ready to replace: done, or waiting for starting workers to become ready.
+        if (workers_to_roll() == 0) {
+            rolling_ = false;
+            spdlog::info("workers: all {} run as {}", slots_.size(), identity_.describe());
+        }
+        return;
+    }
+    auto& old = *next->process();
+    if (!start_successor(*next, old, replacement::identity, "replaced: workers now run as " + identity_.describe())) {
+        retry_roll(milliseconds(0));
+        return;
+    }
+    spdlog::info("worker {}: pid {} runs as {}; pid {} starts as {}, then it drains ({} ms)", next->id(), old.pid(),
+                 old.identity().describe(), next->successor()->pid(), identity_.describe(),
+                 config_.supervisor.drain_timeout.count());
+}
+
+void supervisor::retry_roll(milliseconds uptime) {
+    const auto delay = roll_backoff_.next(uptime);
+    spdlog::warn("workers: replacing the next one as {} again in {} ms", identity_.describe(), delay.count());
+    roll_retry_pending_ = true;
+    roll_timer_.expires_after(delay);
+    roll_timer_.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        roll_retry_pending_ = false;
+        roll_next();
+    });
 }
 
 // A message published on one worker goes, encoded once, to every other worker with interest.
@@ -382,11 +494,17 @@ void supervisor::on_process_exited(worker_process& p) {
     }
 
     if (successor_of != nullptr) {
-        // The replacement died before it was ready; the old worker keeps serving and the next
-        // heartbeat over the limit tries again (after memory_replacement_interval).
+        // The replacement died before it was ready; the old worker keeps serving. For its memory,
+        // the next heartbeat over the limit tries again (after memory_replacement_interval); for
+        // a new user, the roll tries again after a backoff.
         successor_of->set_successor(nullptr);
+        auto* old = successor_of->process();
         spdlog::warn("worker {}: replacement pid {} {} before it was ready; pid {} keeps serving", p.slot(), p.pid(),
-                     p.exit_description(), successor_of->process() ? successor_of->process()->pid() : 0);
+                     p.exit_description(), old ? old->pid() : 0);
+        if (old != nullptr && old->replaced_for() == replacement::identity && phase_ == phase::running)
+            retry_roll(uptime);
+        if (old != nullptr)
+            old->set_replacement(replacement::none, {});
     }
     if (slot != nullptr) {
         slot->vacate();
@@ -406,6 +524,8 @@ void supervisor::on_process_exited(worker_process& p) {
         slot->schedule_restart(uptime, [this, slot] { start_slot(*slot); });
     maybe_announce_ready();
     report_to_systemd();
+    if (successor_of == nullptr)
+        roll_next(); // a slot whose old worker died restarts as the new user: maybe the roll is done
 }
 
 void supervisor::request_reload(control_server::respond_fn respond) {
@@ -458,6 +578,11 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
     if (auto* err = std::get_if<config_error>(&result))
         return err->to_string();
     config next = std::get<config>(std::move(result));
+    // The workers' user: an unknown one, or root without the opt-in, rejects the reload.
+    auto resolved = resolve_worker_identity(next, euid_);
+    if (auto* err = std::get_if<config_error>(&resolved))
+        return err->to_string();
+    auto& next_identity = std::get<resolved_identity>(resolved);
 
     // Everything that can fail happens before anything changes: bind new listeners, the admin
     // listener at a new address, the control socket at a new path. Kept listeners keep their
@@ -550,6 +675,22 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
         control_.reset();
     }
 
+    // What cannot change in a running worker, its user, changes by replacing the workers one
+    // by one (roll_next); processes started from now on run as the new user already.
+    const bool new_identity = !next_identity.identity.same_credentials(identity_);
+    if (new_identity) {
+        identity_ = std::move(next_identity.identity);
+        rolling_ = true;
+        roll_backoff_ = restart_backoff(next.supervisor.restart_backoff_min, next.supervisor.restart_backoff_max,
+                                        roll_healthy_after);
+        roll_timer_.cancel();
+        roll_retry_pending_ = false;
+        if (next_identity.level == resolved_identity::severity::warn)
+            spdlog::warn("reload: {}", next_identity.message);
+    } else if (next.server.user != config_.server.user && !next_identity.message.empty()) {
+        spdlog::info("reload: {}", next_identity.message); // not root: it does not apply
+    }
+
     const auto workers_before = static_cast<unsigned>(slots_.size());
     const auto workers_after = next.server.workers;
     config_ = std::move(next);
@@ -575,6 +716,14 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
         summary += ", listeners +" + std::to_string(added) + " -" + std::to_string(removed);
     if (workers_after != workers_before)
         summary += ", workers " + std::to_string(workers_before) + " -> " + std::to_string(workers_after);
+    if (new_identity) {
+        const auto n = workers_to_roll();
+        summary += ", rolling " + std::to_string(n) + " worker(s) to " + identity_.describe();
+        spdlog::info("reload: workers run as {} from now on; replacing {} worker(s) one at a time, each draining "
+                     "once its successor is ready",
+                     identity_.describe(), n);
+        roll_next();
+    }
     return std::nullopt;
 }
 
@@ -922,6 +1071,7 @@ void supervisor::maybe_finish() {
     phase_ = phase::done;
     stop_deadline_.cancel();
     health_timer_.cancel();
+    roll_timer_.cancel();
     signals_.cancel();
     if (admin_)
         admin_->close();

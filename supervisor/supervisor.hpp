@@ -1,8 +1,9 @@
 #pragma once
 // The supervisor process: owns the listeners, the worker slots and the worker processes; hands
 // accepted connections to workers, restarts workers that die or hang, replaces workers that
-// grow too large, reports the node's health (admin listener, control socket, systemd) and stops
-// the node on signals. It never serves an application request itself.
+// grow too large or (after a reload) run as another user than [server] user, reports the node's
+// health (admin listener, control socket, systemd) and stops the node on signals. It never
+// serves an application request itself.
 
 #include <chrono>
 #include <memory>
@@ -12,6 +13,7 @@
 
 #include "common/config.hpp"
 #include "common/net.hpp"
+#include "common/unique_fd.hpp"
 #include "supervisor/admin_server.hpp"
 #include "supervisor/control.hpp"
 #include "supervisor/interest.hpp"
@@ -19,6 +21,7 @@
 #include "supervisor/notify.hpp"
 #include "supervisor/scheduler.hpp"
 #include "supervisor/status.hpp"
+#include "supervisor/worker_identity.hpp"
 #include "supervisor/worker_process.hpp"
 #include "supervisor/worker_slot.hpp"
 
@@ -26,9 +29,10 @@ namespace sockherd::supervisor {
 
 class supervisor final : public process_observer {
 public:
-    // Binds every listener and the admin listener (throws std::system_error naming the address
-    // when one cannot bind).
-    supervisor(net::io_context& ioc, config cfg, std::string worker_exe);
+    // Resolves the workers' user (throws std::runtime_error with the config error when [server]
+    // user cannot be used), then binds every listener and the admin listener (throws
+    // std::system_error naming the address when one cannot bind).
+    supervisor(net::io_context& ioc, config cfg);
     ~supervisor();
 
     // Spawns the workers and runs until the node has stopped. Returns the process exit code.
@@ -54,7 +58,16 @@ private:
     void start_slot(worker_slot& slot);
     // A new process for `slot_id` in a free entry of the process table; null if it cannot start.
     worker_process* spawn_process(unsigned slot_id);
+    // Starts a successor for `slot`, whose process `p` retires with `reason` once the successor is
+    // ready (on_process_ready). False when none could be spawned.
+    bool start_successor(worker_slot& slot, worker_process& p, replacement what, std::string reason);
     void check_memory(worker_process& p);
+    // Replaces, one slot at a time and successor first, the workers that run as another user than
+    // identity_ (a reload changed it).
+    void roll_next();
+    // Schedules roll_next() after the roll's backoff (a successor ran for `uptime`, then died).
+    void retry_roll(std::chrono::milliseconds uptime);
+    unsigned workers_to_roll() const;
     void maybe_announce_ready();
     // Takes the process out of its slot and drains it; the slot is free for a successor.
     void retire(worker_process& p, std::string reason);
@@ -91,7 +104,11 @@ private:
 
     net::io_context& ioc_;
     config config_;
-    std::string worker_exe_;
+    uid_t euid_;
+    worker_identity identity_; // what new workers run as
+    // The supervisor's own executable, open for its whole life: workers are exec'd through it.
+    unique_fd exe_;
+    std::string worker_exe_; // "/proc/self/fd/N" for exe_
     std::uint64_t generation_ = 1;
     phase phase_ = phase::running;
     int exit_code_ = 0;
@@ -126,6 +143,10 @@ private:
     net::signal_set signals_;
     net::steady_timer stop_deadline_;
     net::steady_timer health_timer_;
+    bool rolling_ = false; // roll_next() has workers left to replace
+    restart_backoff roll_backoff_;
+    net::steady_timer roll_timer_; // retries a roll after a successor died before it was ready
+    bool roll_retry_pending_ = false;
     std::uint64_t handoffs_total_ = 0;
     std::uint64_t relays_total_ = 0;
     std::uint64_t watchdog_kills_ = 0;

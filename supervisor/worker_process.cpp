@@ -1,6 +1,7 @@
 #include "supervisor/worker_process.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -22,6 +23,23 @@ ipc::channel::limits channel_limits() {
     lim.send_queue_bytes = 8 * 1024 * 1024; // room for a few maximal relayed messages
     lim.send_queue_fds = 256;               // hand-offs the worker has not taken yet
     return lim;
+}
+
+// Between fork and exec, async-signal-safe: writes "<what> failed (errno N)\n" after `prefix` to
+// stderr and exits 127. Both strings were built before the fork.
+[[noreturn]] void child_failed(const std::string& prefix, const char* what, int err) {
+    char digits[16];
+    std::size_t n = 0;
+    unsigned v = static_cast<unsigned>(err);
+    do
+        digits[sizeof digits - 1 - n++] = static_cast<char>('0' + v % 10);
+    while ((v /= 10) != 0 && n < sizeof digits);
+    [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, prefix.data(), prefix.size());
+    ignored = ::write(STDERR_FILENO, what, std::strlen(what));
+    ignored = ::write(STDERR_FILENO, " failed (errno ", 15);
+    ignored = ::write(STDERR_FILENO, digits + sizeof digits - n, n);
+    ignored = ::write(STDERR_FILENO, ")\n", 2);
+    ::_exit(127);
 }
 
 } // namespace
@@ -57,7 +75,8 @@ worker_process::~worker_process() {
         channel_->close();
 }
 
-bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint64_t generation) {
+bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint64_t generation,
+                           const worker_identity& identity) {
     error_code ec;
     auto [ours, theirs] = ipc::make_socketpair(ec);
     if (ec) {
@@ -76,6 +95,10 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
         argv.push_back(a.data());
     argv.push_back(nullptr);
 
+    identity_ = identity;
+    const std::string failure_prefix =
+        "sockherd: worker " + std::to_string(slot_) + ": cannot run as " + identity.describe() + ": ";
+
     std::error_code spawn_ec;
     namespace bp = boost::process;
     bp::child child(
@@ -84,6 +107,21 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
             [&](auto& exec) {
                 // In the child, between fork and exec: only async-signal-safe calls.
                 ::fcntl(child_fd, F_SETFD, 0); // the one descriptor the worker inherits
+                // Only the worker switches user. The supervisor stays root (when started as root):
+                // it binds the privileged listeners a reload adds, re-reads root-only files (the
+                // config; TLS keys later), owns the control socket, and signals workers of any user.
+                if (identity_.switch_user) {
+                    // Groups first, then the gid, then the uid: each step needs the root the next one drops.
+                    if (::setgroups(identity_.groups.size(), identity_.groups.data()) != 0)
+                        child_failed(failure_prefix, "setgroups", errno);
+                    if (::setgid(identity_.gid) != 0)
+                        child_failed(failure_prefix, "setgid", errno);
+                    if (::setuid(identity_.uid) != 0)
+                        child_failed(failure_prefix, "setuid", errno);
+                    if (identity_.uid != 0 && ::setuid(0) == 0)
+                        child_failed(failure_prefix, "giving up root", EPERM);
+                }
+                // After the switch: changing credentials clears the parent-death signal.
                 ::prctl(PR_SET_PDEATHSIG, SIGKILL);
                 if (::getppid() != parent)
                     ::_exit(0); // the supervisor died before prctl took effect

@@ -14,6 +14,7 @@
 #include "common/config.hpp"
 #include "common/ipc/channel.hpp"
 #include "common/net.hpp"
+#include "supervisor/worker_identity.hpp"
 
 namespace sockherd::supervisor {
 
@@ -25,6 +26,13 @@ enum class process_state {
 };
 
 std::string_view to_string(process_state);
+
+// Why a successor was started to take over a process's slot (see worker_process::replaced_for).
+enum class replacement {
+    none,
+    memory,   // over max_worker_memory
+    identity, // a reload changed the user workers run as
+};
 
 class worker_process;
 
@@ -54,9 +62,9 @@ public:
     worker_process(const worker_process&) = delete;
     worker_process& operator=(const worker_process&) = delete;
 
-    // Spawns `exe worker --channel-fd N --slot S` and sends it `cfg` as `generation`.
+    // Spawns `exe worker --channel-fd N --slot S` as `identity` and sends it `cfg` as `generation`.
     // False (reason logged) when the process could not be started.
-    bool spawn(const std::string& exe, const config& cfg, std::uint64_t generation);
+    bool spawn(const std::string& exe, const config& cfg, std::uint64_t generation, const worker_identity& identity);
 
     // A reload: the running worker switches to `cfg` as `generation` and acknowledges it.
     void send_config(const config& cfg, std::uint64_t generation);
@@ -94,6 +102,8 @@ public:
     process_state state() const { return state_; }
     bool alive() const { return state_ != process_state::exited && pid_ > 0; }
     std::uint64_t generation() const { return generation_; }
+    // Who it runs as (what spawn() was given).
+    const worker_identity& identity() const { return identity_; }
     clock::time_point started_at() const { return started_at_; }
     // The last heartbeat and when it came (nullopt before the first one).
     const ipc::heartbeat_msg& heartbeat() const { return heartbeat_; }
@@ -112,10 +122,14 @@ public:
     // Late with its heartbeat (more than two intervals): probably stopped or stuck, so it gets no
     // new connections until it reports again. Set by the supervisor's health tick.
     bool stale() const { return stale_; }
-    // Set when a successor was started to replace it for its memory: why ("" otherwise). It
-    // retires with this reason once the successor is ready.
-    const std::string& memory_replacement() const { return memory_replacement_; }
-    void set_memory_replacement(std::string why) { memory_replacement_ = std::move(why); }
+    // Set when a successor was started to take over its slot: for what, and the reason it retires
+    // with once the successor is ready. Back to none if the successor died first.
+    replacement replaced_for() const { return replaced_for_; }
+    const std::string& replacement_reason() const { return replacement_reason_; }
+    void set_replacement(replacement what, std::string reason) {
+        replaced_for_ = what;
+        replacement_reason_ = std::move(reason);
+    }
     void set_stale(bool s) { stale_ = s; }
 
 private:
@@ -141,7 +155,9 @@ private:
     bool exited_cleanly_ = false;
     bool memory_warning_logged_ = false;
     bool stale_ = false;
-    std::string memory_replacement_;
+    replacement replaced_for_ = replacement::none;
+    std::string replacement_reason_;
+    worker_identity identity_;
     std::uint64_t first_rss_ = 0;
 
     // least-conn bookkeeping: what the worker last reported plus what is still in flight.

@@ -30,6 +30,15 @@ const route* router::match(std::string_view path) const {
     return nullptr;
 }
 
+std::vector<std::string> router::problems() const {
+    std::vector<std::string> out;
+    for (const auto& r : routes_)
+        if (r.files && !r.files->root_problem().empty())
+            out.push_back("static route \"" + r.config.path + "\": root " + r.config.root.value_or("") + ": " +
+                          r.files->root_problem());
+    return out;
+}
+
 std::string_view target_path(std::string_view target) {
     const auto end = target.find_first_of("?#");
     return end == std::string_view::npos ? target : target.substr(0, end);

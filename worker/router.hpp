@@ -3,6 +3,7 @@
 // hold a shared_ptr to the table they started with.
 
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -23,6 +24,9 @@ public:
     // The route for a request path: the longest route path that is the whole path, or a prefix
     // of it ending at '/' (route "/echo" matches "/echo" and "/echo/x", not "/echoes").
     const route* match(std::string_view path) const;
+
+    // One line per static route whose root this process cannot serve from (see static_files).
+    std::vector<std::string> problems() const;
 
 private:
     std::vector<route> routes_; // longest path first

@@ -8,6 +8,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -229,12 +230,21 @@ std::string_view mime_type(std::string_view path) {
 
 static_files::static_files(std::string prefix, std::optional<fs::path> root)
     : prefix_(std::move(prefix)), root_(std::move(root)) {
-    if (root_) {
-        std::error_code ec;
-        auto canonical = fs::canonical(*root_, ec);
-        if (!ec)
-            root_ = std::move(canonical); // otherwise kept as given: every request is a 404
+    if (!root_)
+        return;
+    std::error_code ec;
+    auto canonical = fs::canonical(*root_, ec);
+    if (ec) {
+        root_problem_ = ec.message(); // kept as given: every request is a 404
+        return;
     }
+    root_ = std::move(canonical);
+    // A worker runs as [server] user: the root must be readable and searchable by it, not only by
+    // whoever wrote the config. access() checks for our real uid, which is that user.
+    if (!fs::is_directory(*root_, ec))
+        root_problem_ = ec ? ec.message() : "not a directory";
+    else if (::access(root_->c_str(), R_OK | X_OK) != 0)
+        root_problem_ = std::strerror(errno);
 }
 
 response static_files::handle(const request& req) const {

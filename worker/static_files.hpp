@@ -22,9 +22,14 @@ public:
     // A path that is malformed, escapes the root (.., %2e%2e, symlinks out) or does not exist: 404.
     response handle(const request& req) const;
 
+    // Why the root cannot be served from, as seen by this process ("Permission denied", "not a
+    // directory"); empty when it can (or there is no root). Every request is then a 404.
+    const std::string& root_problem() const { return root_problem_; }
+
 private:
     std::string prefix_;
     std::optional<std::filesystem::path> root_; // canonical
+    std::string root_problem_;
 };
 
 // The Content-Type for a file name, by extension; "application/octet-stream" when unknown.

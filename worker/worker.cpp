@@ -2,6 +2,7 @@
 
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +49,9 @@ std::uint64_t resident_bytes() {
 } // namespace
 
 int run_worker(int channel_fd, unsigned slot) {
+    // Exec'd through /proc/self/fd/N, the kernel named us "N": `ps -C sockherd`, top and pgrep
+    // should find workers under the binary's name, like the supervisor.
+    ::prctl(PR_SET_NAME, "sockherd");
     init_logging(process_name(slot));
     // Ctrl-C in a terminal reaches the whole process group: the supervisor decides, not us.
     ::signal(SIGINT, SIG_IGN);
@@ -156,6 +160,8 @@ void worker::apply_config(ipc::config_msg&& m) {
     auto cfg = std::make_shared<const config>(std::get<config>(std::move(result)));
     apply_log_config(process_name(slot_), *cfg);
     router_ = std::make_shared<const router>(*cfg);
+    for (const auto& problem : router_->problems())
+        spdlog::warn("{} (this worker runs as uid {}); its requests answer 404", problem, ::getuid());
     auto previous = std::exchange(config_, std::move(cfg));
     generation_ = m.generation;
     if (previous)

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,6 +144,8 @@ temp_dir::temp_dir() {
     if (!::mkdtemp(templ.data()))
         throw_errno("mkdtemp " + templ);
     path_ = templ;
+    if (::chmod(path_.c_str(), 0755) != 0)
+        throw_errno("chmod " + templ);
 }
 
 temp_dir::~temp_dir() {
@@ -492,7 +495,7 @@ std::string with_test_defaults(std::string config) {
     return out;
 }
 
-node::node(node_options opts) {
+node::node(node_options opts, const std::string& binary) {
     // Substitute %%PORT%%, %%PORTn%%, %%ADMIN_PORT%% (one free port per distinct name) and %%DIR%%.
     std::string text;
     const std::string in = with_test_defaults(std::move(opts.config));
@@ -535,8 +538,8 @@ node::node(node_options opts) {
     const auto dotted_control = string_key(text, "", "server.control_socket");
     control_socket_ =
         string_key(text, "server", "control_socket").value_or(dotted_control.value_or("/run/sockherd/control.sock"));
-    proc_ = std::make_unique<process>(process::options{
-        {binary_path(), "run", "--config", config_path_.string()}, std::move(opts.env), dir_.path()});
+    proc_ = std::make_unique<process>(
+        process::options{{binary, "run", "--config", config_path_.string()}, std::move(opts.env), dir_.path()});
 }
 
 node::~node() {

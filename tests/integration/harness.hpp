@@ -48,6 +48,8 @@ bool wait_until(const std::function<bool()>& pred, milliseconds timeout, millise
 std::uint16_t free_port();
 
 // A fresh directory (mkdtemp under $TMPDIR or /tmp), removed recursively by the destructor.
+// Mode 0755, not mkdtemp's 0700: a node started as root runs its workers as [server] user
+// ("nobody" by default), and they must be able to read the static files a test puts here.
 class temp_dir {
 public:
     temp_dir();
@@ -167,7 +169,9 @@ std::string with_test_defaults(std::string config);
 // `sockherd run --config <temp>/sockherd.toml`, started by the constructor.
 class node {
 public:
-    explicit node(node_options opts);
+    explicit node(node_options opts) : node(std::move(opts), binary_path()) {}
+    // The same with another sockherd executable than binary_path().
+    node(node_options opts, const std::string& binary);
     explicit node(const config_text& cfg, env_list env = {}) : node(node_options{cfg.str(), std::move(env)}) {}
     // SIGKILLs the supervisor and every worker this node ever had; reaps them. Prints the log
     // when the current test has failed.

@@ -132,6 +132,8 @@ root = "/srv/www"
 void expect_defaults(const config& cfg) {
     EXPECT_EQ(cfg.server.workers, expected_auto_workers());
     EXPECT_GE(cfg.server.workers, 1u);
+    EXPECT_EQ(cfg.server.user, "nobody");
+    EXPECT_FALSE(cfg.server.allow_root_workers);
     ASSERT_EQ(cfg.listeners.size(), 1u);
     EXPECT_EQ(cfg.listeners[0].address, "0.0.0.0:8080");
     EXPECT_EQ(cfg.listeners[0].endpoint, endpoint("0.0.0.0", 8080));
@@ -285,6 +287,33 @@ token = "s3cret"
     EXPECT_TRUE(parse_ok("[admin]\naddress = \"[::1]:9090\"\n").admin.endpoint.has_value());
 }
 
+TEST(config, worker_user_keys) {
+    const auto defaults = parse_ok("");
+    EXPECT_EQ(defaults.server.user_position.line, 0u) << "the default's position is not in this file";
+
+    const auto cfg = parse_ok("[server]\nworkers = 2\n  user = \"www-data\"\n");
+    EXPECT_EQ(cfg.server.user, "www-data");
+    EXPECT_EQ(cfg.server.user_position.line, 3u);
+    EXPECT_EQ(cfg.server.user_position.column, 10u);
+    EXPECT_FALSE(cfg.server.allow_root_workers);
+
+    for (const char* name : {"sockherd", "_apt", "svc.web-01", "A", "a1234567890123456789012345678901"})
+        EXPECT_EQ(parse_ok(std::string("[server]\nuser = \"") + name + "\"\n").server.user, name);
+    // "": keep the user the node was started as (the supervisor decides whether that is allowed).
+    EXPECT_EQ(parse_ok("[server]\nuser = \"\"\n").server.user, "");
+    // root only on purpose, in either order.
+    const auto root = parse_ok("[server]\nuser = \"root\"\nallow_root_workers = true\n");
+    EXPECT_EQ(root.server.user, "root");
+    EXPECT_TRUE(root.server.allow_root_workers);
+    EXPECT_TRUE(parse_ok("[server]\nallow_root_workers = true\nuser = \"root\"\n").server.allow_root_workers);
+    EXPECT_TRUE(parse_ok("server.allow_root_workers = true\nserver.user = \"root\"\n").server.allow_root_workers);
+    // The opt-in alone changes nothing.
+    const auto opt_in_only = parse_ok("[server]\nallow_root_workers = true\n");
+    EXPECT_EQ(opt_in_only.server.user, "nobody");
+    EXPECT_TRUE(opt_in_only.server.allow_root_workers);
+    EXPECT_FALSE(parse_ok("[server]\nallow_root_workers = false\n").server.allow_root_workers);
+}
+
 // One rejected file: where the error must point and what it must say.
 struct bad_file {
     const char* name;
@@ -422,6 +451,24 @@ const bad_file bad_files[] = {
      "[supervisor] max_worker_memory: must be 0 (no limit) or at least 16MiB, got 1MiB"},
     {"duplicate_route", "[[route]]\npath = \"/a\"\nkind = \"echo\"\n[[route]]\nkind = \"static\"\npath = \"/a\"\n",
      6, 8, "[[route]] path: duplicate route \"/a\" (first on line 2)"},
+    {"root_workers_without_opt_in", "[server]\nworkers = 2\nuser = \"root\"\n", 3, 8,
+     "[server] user: \"root\" would run the workers as root; set allow_root_workers = true in [server] to do that "
+     "on purpose"},
+    {"root_workers_with_opt_in_false", "[server]\nallow_root_workers = false\nuser = \"root\"\n", 3, 8,
+     "[server] user: \"root\" would run the workers as root..."},
+    {"user_not_a_string", "[server]\nuser = 65534\n", 2, 8, "[server] user: expected a string, got integer"},
+    {"user_with_space", "[server]\nuser = \"no body\"\n", 2, 8,
+     "[server] user: invalid user name \"no body\" (expected 1 to 32 of A-Z a-z 0-9 . _ -, not starting with '-'; "
+     "or \"\" to keep the user sockherd was started as)"},
+    {"user_starting_with_dash", "[server]\nuser = \"-nobody\"\n", 2, 8,
+     "[server] user: invalid user name \"-nobody\"..."},
+    {"user_with_slash", "[server]\nuser = \"../root\"\n", 2, 8, "[server] user: invalid user name \"../root\"..."},
+    {"user_with_colon", "[server]\nuser = \"nobody:nogroup\"\n", 2, 8,
+     "[server] user: invalid user name \"nobody:nogroup\"..."},
+    {"user_too_long", "[server]\nuser = \"a12345678901234567890123456789012\"\n", 2, 8,
+     "[server] user: invalid user name \"a12345678901234567890123456789012\"..."},
+    {"allow_root_workers_not_a_boolean", "[server]\nallow_root_workers = \"yes\"\n", 2, 22,
+     "[server] allow_root_workers: expected true or false, got \"yes\""},
 };
 
 class config_errors : public testing::TestWithParam<bad_file> {};

@@ -3,10 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 #include <variant>
 #include <vector>
 
@@ -306,6 +308,21 @@ TEST_F(StaticFilesTest, OtherMethodsAre405) {
         EXPECT_EQ(status_of(res), http::status::method_not_allowed);
         EXPECT_EQ(header(res, http::field::allow), "GET, HEAD");
     }
+}
+
+// A root this process cannot serve from says why (the worker logs it), and every request is a 404.
+// (Permissions are not tried here: the tests may run as root, which reads anything.)
+TEST_F(StaticFilesTest, RootProblemSaysWhyTheRootCannotBeServed) {
+    EXPECT_EQ(sw::static_files("/", root_).root_problem(), "");
+    EXPECT_EQ(sw::static_files("/", std::nullopt).root_problem(), "");
+
+    const sw::static_files missing("/", base_ / "nope");
+    EXPECT_EQ(missing.root_problem(), std::error_code(ENOENT, std::generic_category()).message());
+    EXPECT_EQ(status_of(missing.handle(make_request(http::verb::get, "/"))), http::status::not_found);
+
+    const sw::static_files file_root("/", root_ / "hello.txt");
+    EXPECT_EQ(file_root.root_problem(), "not a directory");
+    EXPECT_EQ(status_of(file_root.handle(make_request(http::verb::get, "/"))), http::status::not_found);
 }
 
 TEST(StaticFilesEmbedded, ServesDemoPage) {
