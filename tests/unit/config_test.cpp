@@ -55,12 +55,11 @@ workers = 3
 
 [[listener]]
 address = "127.0.0.1:9001"
-mode = "shared"
+mode = "handoff"
 backlog = 128
 
 [[listener]]
 address = "[::1]:9002"
-mode = "reuseport"
 
 [scheduler]
 policy = "round-robin"
@@ -97,11 +96,11 @@ root = "/srv/www"
     ASSERT_EQ(cfg.listeners.size(), 2u);
     EXPECT_EQ(cfg.listeners[0].address, "127.0.0.1:9001");
     EXPECT_EQ(cfg.listeners[0].endpoint, endpoint("127.0.0.1", 9001));
-    EXPECT_EQ(cfg.listeners[0].mode, listener_mode::shared);
+    EXPECT_EQ(cfg.listeners[0].mode, listener_mode::handoff);
     EXPECT_EQ(cfg.listeners[0].backlog, 128);
     EXPECT_EQ(cfg.listeners[1].address, "[::1]:9002");
     EXPECT_EQ(cfg.listeners[1].endpoint, endpoint("::1", 9002));
-    EXPECT_EQ(cfg.listeners[1].mode, listener_mode::reuseport);
+    EXPECT_EQ(cfg.listeners[1].mode, listener_mode::handoff); // not given: the default
     EXPECT_EQ(cfg.listeners[1].backlog, 4096); // not given: the default
 
     EXPECT_EQ(cfg.scheduler.policy, schedule_policy::round_robin);
@@ -391,6 +390,10 @@ const bad_file bad_files[] = {
     {"no_listeners", "listener = []\n", 1, 12, "at least one [[listener]] is required"},
     {"bad_mode", "[[listener]]\naddress = \"0.0.0.0:80\"\nmode = \"fork\"\n", 3, 8,
      "[[listener]] mode: unknown value \"fork\" (expected one of: handoff, shared, reuseport)"},
+    {"mode_shared_not_yet", "[[listener]]\naddress = \"0.0.0.0:80\"\nmode = \"shared\"\n", 3, 8,
+     "[[listener]] mode: \"shared\" is not implemented yet; only \"handoff\" is"},
+    {"mode_reuseport_not_yet", "[[listener]]\naddress = \"0.0.0.0:80\"\nmode = \"reuseport\"\n", 3, 8,
+     "[[listener]] mode: \"reuseport\" is not implemented yet; only \"handoff\" is"},
     {"backlog_out_of_range", "[[listener]]\naddress = \"0.0.0.0:80\"\nbacklog = 0\n", 3, 11,
      "[[listener]] backlog: must be between 1 and 65535, got 0"},
     {"backlog_wrong_type", "[[listener]]\naddress = \"0.0.0.0:80\"\nbacklog = \"big\"\n", 3, 11,
