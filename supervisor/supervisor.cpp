@@ -87,7 +87,8 @@ worker_identity resolve_or_throw(const config& cfg, uid_t euid) {
 //   restarts.
 // Boost.Process does the execve, so a failed exec comes back to spawn() as an error.
 unique_fd open_own_executable() {
-    unique_fd fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+    // O_PATH: exec needs no read permission, so an execute-only binary (0711) starts too.
+    unique_fd fd(::open("/proc/self/exe", O_PATH | O_CLOEXEC));
     if (!fd)
         throw std::system_error(errno, std::generic_category(), "cannot open /proc/self/exe");
     return fd;
@@ -382,14 +383,17 @@ void supervisor::check_memory(worker_process& p) {
                  config_.supervisor.drain_timeout.count());
 }
 
-// Slots whose worker (or the successor about to take over) runs as another user than identity_.
+// Slots with a worker (or a successor about to take over) that runs as another user than identity_.
 unsigned supervisor::workers_to_roll() const {
     unsigned n = 0;
-    for (const auto& slot : slots_) {
-        const auto* holder = slot->successor() != nullptr ? slot->successor() : slot->process();
-        if (holder != nullptr && !holder->identity().same_credentials(identity_))
+    // A slot counts until every process it has runs as identity_: a successor with the new
+    // identity may still die before it takes over, leaving the old worker serving.
+    const auto stale = [this](const worker_process* p) {
+        return p != nullptr && !p->identity().same_credentials(identity_);
+    };
+    for (const auto& slot : slots_)
+        if (stale(slot->process()) || stale(slot->successor()))
             ++n;
-    }
     return n;
 }
 
@@ -438,8 +442,9 @@ void supervisor::retry_roll(milliseconds uptime) {
     spdlog::warn("workers: replacing the next one as {} again in {} ms", identity_.describe(), delay.count());
     roll_retry_pending_ = true;
     roll_timer_.expires_after(delay);
-    roll_timer_.async_wait([this](error_code ec) {
-        if (ec)
+    // A cancelled wait whose handler is already queued still runs: the sequence tells it apart.
+    roll_timer_.async_wait([this, seq = ++roll_retry_seq_](error_code ec) {
+        if (ec || seq != roll_retry_seq_)
             return;
         roll_retry_pending_ = false;
         roll_next();
@@ -524,8 +529,9 @@ void supervisor::on_process_exited(worker_process& p) {
         slot->schedule_restart(uptime, [this, slot] { start_slot(*slot); });
     maybe_announce_ready();
     report_to_systemd();
-    if (successor_of == nullptr)
-        roll_next(); // a slot whose old worker died restarts as the new user: maybe the roll is done
+    // A slot whose old worker died restarts as the new user (maybe the roll is done); after a
+    // successor died, roll_retry_pending_ holds the next step back for the backoff.
+    roll_next();
 }
 
 void supervisor::request_reload(control_server::respond_fn respond) {
@@ -684,6 +690,7 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
         roll_backoff_ = restart_backoff(next.supervisor.restart_backoff_min, next.supervisor.restart_backoff_max,
                                         roll_healthy_after);
         roll_timer_.cancel();
+        ++roll_retry_seq_;
         roll_retry_pending_ = false;
         if (next_identity.level == resolved_identity::severity::warn)
             spdlog::warn("reload: {}", next_identity.message);
@@ -793,6 +800,7 @@ void supervisor::scale_to(unsigned workers) {
     spdlog::info("workers: {} -> {}", before, workers);
     maybe_announce_ready();
     report_to_systemd();
+    roll_next(); // a removed slot may have been the one rolling: the next one goes now
 }
 
 void supervisor::on_control(const std::vector<std::string>& words, control_server::respond_fn respond) {

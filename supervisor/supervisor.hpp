@@ -147,6 +147,7 @@ private:
     restart_backoff roll_backoff_;
     net::steady_timer roll_timer_; // retries a roll after a successor died before it was ready
     bool roll_retry_pending_ = false;
+    std::uint64_t roll_retry_seq_ = 0; // the current retry wait; earlier ones are stale
     std::uint64_t handoffs_total_ = 0;
     std::uint64_t relays_total_ = 0;
     std::uint64_t watchdog_kills_ = 0;

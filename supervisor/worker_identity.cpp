@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
+#include <string>
 
 namespace sockherd::supervisor {
 namespace {
@@ -69,7 +71,24 @@ config_error no_such_user(const config& cfg) {
                                   "\" on this machine (create it, or name another user for the workers)");
 }
 
+// The capabilities a root supervisor needs to run workers as another user: CAP_SETGID and
+// CAP_SETUID for the switch, CAP_KILL to signal them afterwards (watchdog, drain deadline).
+struct needed_capability {
+    int bit;
+    std::string_view name;
+};
+constexpr needed_capability switch_capabilities[] = {{5, "CAP_KILL"}, {6, "CAP_SETGID"}, {7, "CAP_SETUID"}};
+
 } // namespace
+
+std::uint64_t effective_capabilities() {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("CapEff:", 0) == 0)
+            return std::stoull(line.substr(7), nullptr, 16);
+    return ~std::uint64_t{0}; // unknown: let the child's own checks report it
+}
 
 const user_database& system_users() {
     static const nss_users users;
@@ -89,7 +108,8 @@ std::string worker_identity::describe() const {
 }
 
 std::variant<resolved_identity, config_error> resolve_worker_identity(const config& cfg, uid_t euid,
-                                                                      const user_database& users) {
+                                                                      const user_database& users,
+                                                                      std::uint64_t capabilities) {
     const std::string& wanted = cfg.server.user;
     resolved_identity r;
     if (euid != 0) {
@@ -123,12 +143,23 @@ std::variant<resolved_identity, config_error> resolve_worker_identity(const conf
         r.message = "workers run as root (allow_root_workers = true)";
         return r;
     }
+    // Root without the capabilities (a unit's CapabilityBoundingSet, a container) would start
+    // workers that fail their setgroups and restart forever: say so now instead.
+    std::string missing;
+    for (const auto& cap : switch_capabilities)
+        if ((capabilities & (std::uint64_t{1} << cap.bit)) == 0)
+            missing += (missing.empty() ? "" : ", ") + std::string(cap.name);
+    if (!missing.empty())
+        return error_at_user(cfg, "running the workers as \"" + wanted + "\" needs " + missing +
+                                      ", which this root process lacks (a CapabilityBoundingSet or a container); "
+                                      "start sockherd as that user instead, or grant them");
     r.message = "workers run as " + r.identity.describe();
     return r;
 }
 
-std::optional<config_error> check_worker_user(const config& cfg, uid_t euid, const user_database& users) {
-    auto resolved = resolve_worker_identity(cfg, euid, users);
+std::optional<config_error> check_worker_user(const config& cfg, uid_t euid, const user_database& users,
+                                              std::uint64_t capabilities) {
+    auto resolved = resolve_worker_identity(cfg, euid, users, capabilities);
     if (auto* err = std::get_if<config_error>(&resolved))
         return std::move(*err);
     if (euid != 0 && !cfg.server.user.empty() && !users.by_name(cfg.server.user))

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <variant>
@@ -35,6 +36,9 @@ protected:
 // What NSS says (getpwnam_r, getpwuid_r, getgrouplist): /etc/passwd, or whatever is configured.
 const user_database& system_users();
 
+// This process's effective capability set (CapEff in /proc/self/status; bit N = capability N).
+std::uint64_t effective_capabilities();
+
 struct worker_identity {
     // True: the child calls setgroups(groups), setgid(gid), setuid(uid) before exec. False: workers
     // keep the supervisor's credentials (not started as root, or root with user = "").
@@ -60,14 +64,17 @@ struct resolved_identity {
 
 // The workers' identity under `cfg` for a supervisor running with effective uid `euid`.
 // As root: a named user must exist; workers that would be root ("root", any uid-0 user, or "")
-// need allow_root_workers. Not root: nothing can change, so nothing is an error; the message
-// says when `user` does not apply. An error names the key (and its line, when the file set it).
+// need allow_root_workers; switching to another user needs CAP_SETUID, CAP_SETGID and CAP_KILL in
+// `capabilities`. Not root: nothing can change, so nothing is an error; the message says when
+// `user` does not apply. An error names the key (and its line, when the file set it).
 std::variant<resolved_identity, config_error> resolve_worker_identity(const config& cfg, uid_t euid,
-                                                                      const user_database& users = system_users());
+                                                                      const user_database& users = system_users(),
+                                                                      std::uint64_t capabilities = effective_capabilities());
 
 // For `sockherd check-config`: what resolve_worker_identity rejects, and, also when not root, a
 // `user` that does not exist on this machine (the service manager starts the node as root here).
 std::optional<config_error> check_worker_user(const config& cfg, uid_t euid,
-                                              const user_database& users = system_users());
+                                              const user_database& users = system_users(),
+                                              std::uint64_t capabilities = effective_capabilities());
 
 } // namespace sockherd::supervisor

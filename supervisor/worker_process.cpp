@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,6 +99,10 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
     argv.push_back(nullptr);
 
     identity_ = identity;
+    rlimit nofile{};
+    const int fd_limit = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536
+                             ? static_cast<int>(nofile.rlim_cur)
+                             : 65536;
     const std::string failure_prefix =
         "sockherd: worker " + std::to_string(slot_) + ": cannot run as " + identity.describe() + ": ";
 
@@ -106,11 +113,22 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
         bp::extend::on_exec_setup =
             [&](auto& exec) {
                 // In the child, between fork and exec: only async-signal-safe calls.
+                // No descriptor the supervisor inherited (whatever a shell or a parent left open)
+                // or opened itself reaches a worker: all close on exec, except the channel.
+                if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+                    for (int fd = 3; fd < fd_limit; ++fd) // kernels before 5.11
+                        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
                 ::fcntl(child_fd, F_SETFD, 0); // the one descriptor the worker inherits
+                // Workers never bind: no capability survives into them (a unit's ambient
+                // CAP_NET_BIND_SERVICE would otherwise).
+                ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
                 // Only the worker switches user. The supervisor stays root (when started as root):
                 // it binds the privileged listeners a reload adds, re-reads root-only files (the
                 // config; TLS keys later), owns the control socket, and signals workers of any user.
                 if (identity_.switch_user) {
+                    // A session of its own: no controlling terminal, so a worker cannot push
+                    // keystrokes into the root shell that started the node (TIOCSTI).
+                    ::setsid();
                     // Groups first, then the gid, then the uid: each step needs the root the next one drops.
                     if (::setgroups(identity_.groups.size(), identity_.groups.data()) != 0)
                         child_failed(failure_prefix, "setgroups", errno);

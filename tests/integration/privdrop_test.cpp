@@ -489,6 +489,112 @@ TEST(privdrop, workers_start_from_a_binary_in_a_directory_only_root_may_enter) {
     n.assert_no_unexpected_errors();
 }
 
+// ---- what a worker does not inherit: descriptors, the terminal session, capabilities -----------------
+
+// The session id (field 6 of /proc/<pid>/stat, after the parenthesised command name); -1 unread.
+long session_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos)
+        return -1;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state;
+    long ppid = 0, pgrp = 0, session = -1;
+    rest >> state >> ppid >> pgrp >> session;
+    return rest ? session : -1;
+}
+
+// The hex value of a "CapXxx:" line of /proc/<pid>/status; nullopt when unread.
+std::optional<std::uint64_t> capability_set(pid_t pid, const std::string& key) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    for (int i = 0; i < 1000 && std::getline(in, line); ++i)
+        if (line.rfind(key + ":", 0) == 0)
+            return std::stoull(line.substr(key.size() + 1), nullptr, 16);
+    return std::nullopt;
+}
+
+// Where each open descriptor of `pid` points.
+std::vector<std::string> descriptor_targets(pid_t pid) {
+    std::vector<std::string> targets;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec))
+        targets.push_back(std::filesystem::read_symlink(e.path(), ec).string());
+    return targets;
+}
+
+// A script that starts sockherd the way a shell or a service manager might: `prelude` first, then
+// the binary through `launcher` (a command that runs the rest of its arguments).
+std::string wrapper(const temp_dir& d, const std::string& prelude, const std::string& launcher = "") {
+    const auto script = d.write_file("start.sh", "#!/bin/sh\n" + prelude + "\nexec " + launcher + " '" +
+                                                     binary_path() + "' \"$@\"\n");
+    std::filesystem::permissions(script, std::filesystem::perms(0755));
+    return script.string();
+}
+
+TEST(privdrop, workers_inherit_no_descriptor_and_no_terminal_session_of_a_root_supervisor) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << not_root;
+    const auto nobody = lookup("nobody");
+    ASSERT_TRUE(nobody) << "no user nobody on this machine";
+    temp_dir d;
+    const auto secret = d.write_file("secret", "root's secret\n");
+    ASSERT_EQ(::chmod(secret.c_str(), 0600), 0);
+    // A root shell's open descriptor (not close-on-exec) that the supervisor inherits.
+    node n(node_options{node_toml("user = \"nobody\"\n"), {}}, wrapper(d, "exec 7<'" + secret.string() + "'"));
+    ASSERT_TRUE(n.wait_ready(2)) << "node did not become ready";
+    const auto sup_fds = descriptor_targets(n.pid());
+    ASSERT_NE(std::find(sup_fds.begin(), sup_fds.end(), secret.string()), sup_fds.end())
+        << "the supervisor did not inherit descriptor 7; the test proves nothing";
+    const auto pids = up_pids(n, 2);
+    ASSERT_EQ(pids.size(), 2u);
+    for (const auto& [slot, pid] : pids) {
+        EXPECT_EQ(runs_as(pid, *nobody), "") << "worker " << slot;
+        const auto fds = descriptor_targets(pid);
+        EXPECT_FALSE(fds.empty()) << "cannot list /proc/" << pid << "/fd";
+        EXPECT_EQ(std::find(fds.begin(), fds.end(), secret.string()), fds.end())
+            << "worker " << slot << " (pid " << pid << ") holds the supervisor's descriptor of " << secret;
+        for (const auto& t : fds)
+            EXPECT_TRUE(t.rfind("socket:", 0) == 0 || t.rfind("pipe:", 0) == 0 || t.rfind("anon_inode:", 0) == 0 ||
+                        t == "/dev/null")
+                << "worker " << slot << " has a descriptor of " << t;
+        // A session of its own: no controlling terminal shared with the root that started it.
+        EXPECT_EQ(session_of(pid), pid) << "worker " << slot;
+        EXPECT_NE(session_of(pid), session_of(n.pid()));
+    }
+    EXPECT_EQ(serves(n.port()), "");
+    n.assert_no_unexpected_errors();
+}
+
+TEST(privdrop, workers_of_a_service_with_ambient_capabilities_have_none) {
+    if (::geteuid() != 0)
+        GTEST_SKIP() << not_root;
+    if (::access("/usr/bin/setpriv", X_OK) != 0)
+        GTEST_SKIP() << "no /usr/bin/setpriv (util-linux)";
+    const auto nobody = lookup("nobody");
+    ASSERT_TRUE(nobody) << "no user nobody on this machine";
+    temp_dir d;
+    // As the packaged unit starts it: its own user, CAP_NET_BIND_SERVICE as an ambient capability.
+    const auto start = wrapper(d, "", "/usr/bin/setpriv --reuid=" + std::to_string(nobody->uid) +
+                                          " --regid=" + std::to_string(nobody->gid) +
+                                          " --clear-groups --inh-caps=+net_bind_service --ambient-caps=+net_bind_service");
+    node n(node_options{node_toml("user = \"nobody\"\n"), {}}, start);
+    ASSERT_TRUE(n.wait_ready(2)) << "node did not become ready";
+    constexpr std::uint64_t net_bind_service = std::uint64_t{1} << 10;
+    ASSERT_EQ(capability_set(n.pid(), "CapAmb"), net_bind_service)
+        << "the supervisor does not have the ambient capability; the test proves nothing";
+    const auto pids = up_pids(n, 2);
+    ASSERT_EQ(pids.size(), 2u);
+    for (const auto& [slot, pid] : pids) {
+        EXPECT_EQ(capability_set(pid, "CapAmb"), std::uint64_t{0}) << "worker " << slot;
+        EXPECT_EQ(capability_set(pid, "CapEff"), std::uint64_t{0}) << "worker " << slot;
+        EXPECT_EQ(capability_set(pid, "CapPrm"), std::uint64_t{0}) << "worker " << slot;
+    }
+    EXPECT_EQ(serves(n.port()), "");
+}
+
 // ---- c. root workers only on purpose ----------------------------------------------------------------
 
 TEST(privdrop, root_workers_need_allow_root_workers) {

@@ -286,6 +286,19 @@ def test_deb():
     if dpkg_state():
         raise AssertionError("sockherd is already installed here; the test installs and purges it. "
                              "Remove it first: dpkg -P sockherd")
+    # A sockherd system user left by an earlier install (removal keeps it, as Debian does) would
+    # make "postinst created the user" prove nothing: it goes first.
+    try:
+        leftover = pwd.getpwnam("sockherd")
+    except KeyError:
+        leftover = None
+    if leftover is not None:
+        check(leftover.pw_uid < 1000 and leftover.pw_shell.endswith("nologin"),
+              "the leftover sockherd user is a system user (the test may delete it)")
+        run(["deluser", "--system", "--quiet", "sockherd"], check_rc=False)
+        run(["delgroup", "--system", "--quiet", "sockherd"], check_rc=False)
+        check(run(["getent", "passwd", "sockherd"], check_rc=False).returncode != 0,
+              "the leftover sockherd user is gone before installing")
     installed = False
     try:
         r = run(["dpkg", "-i", deb], check_rc=False, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))

@@ -36,6 +36,9 @@ private:
     std::map<std::string, user_account> accounts_;
 };
 
+// Every capability: what a root supervisor normally has.
+constexpr std::uint64_t all_capabilities = ~std::uint64_t{0};
+
 config with_user(std::string user, bool allow_root = false, source_position at = {3, 8}) {
     config cfg;
     cfg.source_name = "node.toml";
@@ -46,7 +49,7 @@ config with_user(std::string user, bool allow_root = false, source_position at =
 }
 
 resolved_identity resolves(const config& cfg, uid_t euid) {
-    auto r = resolve_worker_identity(cfg, euid, fake_users());
+    auto r = resolve_worker_identity(cfg, euid, fake_users(), all_capabilities);
     if (const auto* err = std::get_if<config_error>(&r)) {
         ADD_FAILURE() << "unexpected error: " << err->to_string();
         return {};
@@ -55,7 +58,7 @@ resolved_identity resolves(const config& cfg, uid_t euid) {
 }
 
 config_error fails(const config& cfg, uid_t euid) {
-    auto r = resolve_worker_identity(cfg, euid, fake_users());
+    auto r = resolve_worker_identity(cfg, euid, fake_users(), all_capabilities);
     if (std::holds_alternative<resolved_identity>(r)) {
         ADD_FAILURE() << "resolved, but should not have: user \"" << cfg.server.user << "\", euid " << euid;
         return {};
@@ -115,6 +118,30 @@ TEST(worker_identity, as_root_root_workers_need_the_opt_in) {
     EXPECT_EQ(keep.message, "workers run as root (allow_root_workers = true)");
 }
 
+TEST(worker_identity, as_root_without_the_capabilities_to_switch_it_says_which_are_missing) {
+    // Root with only CAP_NET_BIND_SERVICE (bit 10), as under a unit's CapabilityBoundingSet.
+    const auto r = resolve_worker_identity(with_user("nobody"), 0, fake_users(), std::uint64_t{1} << 10);
+    ASSERT_TRUE(std::holds_alternative<config_error>(r));
+    const auto& err = std::get<config_error>(r);
+    EXPECT_EQ(err.line, 3u);
+    EXPECT_NE(err.message.find("CAP_KILL, CAP_SETGID, CAP_SETUID"), std::string::npos) << err.message;
+    // CAP_SETUID alone is not enough either; all three are.
+    const auto only_setuid = resolve_worker_identity(with_user("nobody"), 0, fake_users(), std::uint64_t{1} << 7);
+    ASSERT_TRUE(std::holds_alternative<config_error>(only_setuid));
+    EXPECT_NE(std::get<config_error>(only_setuid).message.find("CAP_KILL, CAP_SETGID"), std::string::npos);
+    EXPECT_TRUE(std::holds_alternative<resolved_identity>(
+        resolve_worker_identity(with_user("nobody"), 0, fake_users(), std::uint64_t{0xe0})));
+    // Root workers (the opt-in) switch nothing, so they need none of them.
+    EXPECT_TRUE(std::holds_alternative<resolved_identity>(
+        resolve_worker_identity(with_user("root", true), 0, fake_users(), 0)));
+}
+
+TEST(worker_identity, effective_capabilities_reads_this_process) {
+    // Bit 7 (CAP_SETUID) is set exactly when this test runs as root with full capabilities; both
+    // ways the value must not be the "unknown" marker.
+    EXPECT_NE(effective_capabilities(), ~std::uint64_t{0});
+}
+
 TEST(worker_identity, not_root_nothing_changes_and_nothing_is_an_error) {
     const auto other = resolves(with_user("nobody"), 1000);
     EXPECT_FALSE(other.identity.switch_user);
@@ -136,15 +163,15 @@ TEST(worker_identity, not_root_nothing_changes_and_nothing_is_an_error) {
 TEST(worker_identity, check_config_reports_unknown_users_whoever_runs_it) {
     const fake_users users;
     for (uid_t euid : {0u, 1000u}) {
-        const auto err = check_worker_user(with_user("nosuch"), euid, users);
+        const auto err = check_worker_user(with_user("nosuch"), euid, users, all_capabilities);
         ASSERT_TRUE(err) << euid;
         EXPECT_TRUE(contains(err->message, "[server] user: no user \"nosuch\"")) << err->message;
-        EXPECT_FALSE(check_worker_user(with_user("nobody"), euid, users)) << euid;
-        EXPECT_FALSE(check_worker_user(with_user("", true), euid, users)) << euid;
+        EXPECT_FALSE(check_worker_user(with_user("nobody"), euid, users, all_capabilities)) << euid;
+        EXPECT_FALSE(check_worker_user(with_user("", true), euid, users, all_capabilities)) << euid;
     }
     // As root it predicts `sockherd run`: root workers need the opt-in. Not root, `run` would not switch.
-    EXPECT_TRUE(check_worker_user(with_user(""), 0, users));
-    EXPECT_TRUE(check_worker_user(with_user("toor"), 0, users));
+    EXPECT_TRUE(check_worker_user(with_user(""), 0, users, all_capabilities));
+    EXPECT_TRUE(check_worker_user(with_user("toor"), 0, users, all_capabilities));
     EXPECT_FALSE(check_worker_user(with_user(""), 1000, users));
 }
 
