@@ -935,4 +935,15 @@ error_code ws_client::close(websocket::close_code code, milliseconds timeout) {
                   [&](auto handler) { ws_.async_close(code, std::move(handler)); });
 }
 
+std::string describe(const command_result& r) {
+    return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + ", output:\n" +
+        r.output;
+}
+
+std::string describe(const http_reply& r) {
+    if (!r.ok())
+        return "no response: " + r.ec.message();
+    return "status " + std::to_string(r.status) + ", body '" + r.body.substr(0, 300) + "'";
+}
+
 } // namespace sockherd::test

@@ -132,6 +132,8 @@ struct command_result {
 // Runs a command to completion (killed after `timeout`).
 command_result run_command(std::vector<std::string> argv, milliseconds timeout = default_timeout,
                            env_list env = {});
+// For failure messages: "exit N, output:\n…".
+std::string describe(const command_result& r);
 
 // The sockherd binary under test.
 std::string binary_path();
@@ -283,6 +285,9 @@ struct health {
     pid_t pid = 0;
 };
 std::optional<health> parse_health(std::string_view body);
+
+// For failure messages: "status 200, body '…'" (the first 300 bytes) or "no response: why".
+std::string describe(const http_reply& r);
 
 // One request on a fresh connection to 127.0.0.1:port (Connection: close), under `timeout` for
 // each step (connect, write, read).

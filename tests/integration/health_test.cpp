@@ -183,17 +183,6 @@ command_result ctl(const std::filesystem::path& socket, std::vector<std::string>
     return run_command(std::move(argv), 30s, std::move(env));
 }
 
-std::string describe(const command_result& r) {
-    return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + ", output:\n" +
-        r.output;
-}
-
-std::string describe(const http_reply& r) {
-    if (!r.ok())
-        return "no response: " + r.ec.message();
-    return "status " + std::to_string(r.status) + ", body '" + r.body.substr(0, 300) + "'";
-}
-
 // ---- the harness gives every node its own admin port and control socket --------------------------
 
 TEST(health, harness_gives_raw_configs_their_own_admin_port_and_control_socket) {

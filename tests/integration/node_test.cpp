@@ -43,12 +43,6 @@ std::string payload(std::size_t client, std::size_t seq, bool text) {
 }
 
 
-std::string describe(const http_reply& r) {
-    if (!r.ok())
-        return "no response: " + r.ec.message();
-    return "status " + std::to_string(r.status) + ", body '" + r.body.substr(0, 200) + "'";
-}
-
 bool is_zombie_free_and_gone(pid_t pid) {
     errno = 0;
     return ::kill(pid, 0) == -1 && errno == ESRCH && !std::filesystem::exists("/proc/" + std::to_string(pid));

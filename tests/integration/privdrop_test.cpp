@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/harness.hpp"
+#include "tests/integration/load.hpp"
 #include "tests/integration/status_json.hpp"
 
 namespace sockherd::test {
@@ -43,17 +44,6 @@ constexpr const char* not_root = "privilege drop needs the tests to run as root 
 constexpr const char* missing_user = "sockherd-test-no-such-user";
 // [supervisor] drain_timeout of the reload test: how long a replaced worker's sessions stay.
 constexpr auto drain = 3000ms;
-
-std::string describe(const command_result& r) {
-    return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + ", output:\n" +
-        r.output;
-}
-
-std::string describe(const http_reply& r) {
-    if (!r.ok())
-        return "no response: " + r.ec.message();
-    return "status " + std::to_string(r.status) + ", body '" + r.body.substr(0, 200) + "'";
-}
 
 bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
 
@@ -241,77 +231,6 @@ std::string serves(std::uint16_t port) {
 }
 
 // ---- load ---------------------------------------------------------------------------------------
-
-// Fresh connections from its own thread until stopped, alternately GET /healthz (must be 200) and
-// WebSocket connect + echo + close. Refusals are counted apart from other failures.
-class prober {
-public:
-    explicit prober(std::uint16_t port) : port_(port) {
-        thread_ = std::thread([this] { loop(); });
-    }
-    ~prober() { stop(); }
-    prober(const prober&) = delete;
-    prober& operator=(const prober&) = delete;
-
-    void stop() {
-        stop_ = true;
-        if (thread_.joinable())
-            thread_.join();
-    }
-    std::size_t succeeded() const { return ok_; }
-    const failure_log& refused() const { return refused_; }
-    const failure_log& failed() const { return failed_; }
-    std::string summary() const {
-        return std::to_string(ok_) + " ok; refused: " + refused_.str() + "; other failures: " + failed_.str();
-    }
-
-private:
-    void loop() {
-        for (std::size_t i = 0; !stop_ && i < 1'000'000; ++i) {
-            if (i % 2 == 0 ? try_http(i) : try_websocket(i))
-                ++ok_;
-            std::this_thread::sleep_for(5ms); // pacing, not synchronization
-        }
-    }
-
-    bool try_http(std::size_t i) {
-        const auto r = http_get(port_, "/healthz", {}, 3s);
-        if (r.ec == net::error::connection_refused) {
-            refused_.add("GET " + std::to_string(i) + ": " + describe(r));
-            return false;
-        }
-        if (!r.ok() || r.status != 200) {
-            failed_.add("GET /healthz " + std::to_string(i) + ": " + describe(r));
-            return false;
-        }
-        return true;
-    }
-
-    bool try_websocket(std::size_t i) {
-        ws_client c;
-        if (auto ec = c.connect(port_, "/echo", 3s)) {
-            (ec == net::error::connection_refused ? refused_ : failed_)
-                .add("WebSocket " + std::to_string(i) + " connect: " + ec.message());
-            return false;
-        }
-        if (auto why = c.echo("probe " + std::to_string(i), true, 3s); !why.empty()) {
-            failed_.add("WebSocket " + std::to_string(i) + ": " + why);
-            return false;
-        }
-        if (auto ec = c.close(websocket::close_code::normal, 3s)) {
-            failed_.add("WebSocket " + std::to_string(i) + " close: " + ec.message());
-            return false;
-        }
-        return true;
-    }
-
-    std::uint16_t port_;
-    std::atomic<bool> stop_{false};
-    std::atomic<std::size_t> ok_{0};
-    failure_log refused_;
-    failure_log failed_;
-    std::thread thread_;
-};
 
 // Long-lived echo sessions, echoed in turn from one thread until each ends (its echo fails; then
 // it is read to its close frame) or the keeper is stopped.

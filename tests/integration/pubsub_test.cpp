@@ -76,12 +76,6 @@ void parallel_for(std::size_t n, std::size_t threads, const std::function<void(s
         th.join();
 }
 
-std::string describe(const http_reply& r) {
-    if (!r.ok())
-        return "no response: " + r.ec.message();
-    return "status " + std::to_string(r.status) + ", body '" + r.body.substr(0, 200) + "'";
-}
-
 std::string shorten(std::string_view s, std::size_t max = 80) {
     if (s.size() <= max)
         return std::string(s);

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/harness.hpp"
+#include "tests/integration/load.hpp"
 #include "tests/integration/status_json.hpp"
 
 namespace sockherd::test {
@@ -51,17 +52,6 @@ milliseconds since(clock::time_point t0) { return std::chrono::duration_cast<mil
 bool is_zombie_free_and_gone(pid_t pid) {
     errno = 0;
     return ::kill(pid, 0) == -1 && errno == ESRCH && !std::filesystem::exists("/proc/" + std::to_string(pid));
-}
-
-std::string describe(const http_reply& r) {
-    if (!r.ok())
-        return "no response: " + r.ec.message();
-    return "status " + std::to_string(r.status) + ", body '" + r.body.substr(0, 200) + "'";
-}
-
-std::string describe(const command_result& r) {
-    return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + ", output:\n" +
-        r.output;
 }
 
 std::string lower(std::string s) {
@@ -219,89 +209,6 @@ void expect_failed(const node& n, const reload_run& run, std::int64_t gen, const
     EXPECT_TRUE(n.wait_for_log(std::regex("reload failed:"), 2s, failures_logged_before + 1))
         << "no new 'reload failed:' log line";
 }
-
-// ---- load: fresh connections ----------------------------------------------------------------------
-
-// Opens fresh connections to 127.0.0.1:port from its own thread, in a bounded loop, until stopped:
-// GET /healthz (must be 200) and WebSocket connect + echo + close on /echo, alternately (or only
-// one of them). Refusals are counted apart from other failures (resets, timeouts, wrong answers).
-class prober {
-public:
-    enum class mode { http, websocket, both };
-
-    explicit prober(std::uint16_t port, mode m = mode::both) : port_(port), mode_(m) {
-        thread_ = std::thread([this] { loop(); });
-    }
-    ~prober() { stop(); }
-    prober(const prober&) = delete;
-    prober& operator=(const prober&) = delete;
-
-    void stop() {
-        stop_ = true;
-        if (thread_.joinable())
-            thread_.join();
-    }
-    std::size_t attempts() const { return attempts_; }
-    std::size_t succeeded() const { return ok_; }
-    const failure_log& refused() const { return refused_; }
-    const failure_log& failed() const { return failed_; }
-    std::string summary() const {
-        return std::to_string(attempts_) + " attempts, " + std::to_string(ok_) + " ok; refused: " + refused_.str() +
-            "; other failures: " + failed_.str();
-    }
-
-private:
-    void loop() {
-        for (std::size_t i = 0; !stop_ && i < 1'000'000; ++i) {
-            ++attempts_;
-            const bool ws = mode_ == mode::websocket || (mode_ == mode::both && i % 2 == 1);
-            if (ws ? try_websocket(i) : try_http(i))
-                ++ok_;
-            std::this_thread::sleep_for(5ms); // pacing, not synchronization
-        }
-    }
-
-    bool try_http(std::size_t i) {
-        const auto r = http_get(port_, "/healthz", {}, 3s);
-        if (r.ec == net::error::connection_refused) {
-            refused_.add("GET " + std::to_string(i) + ": " + describe(r));
-            return false;
-        }
-        if (!r.ok() || r.status != 200 || !parse_health(r.body)) {
-            failed_.add("GET /healthz " + std::to_string(i) + ": " + describe(r));
-            return false;
-        }
-        return true;
-    }
-
-    bool try_websocket(std::size_t i) {
-        ws_client c;
-        if (auto ec = c.connect(port_, "/echo", 3s)) {
-            (ec == net::error::connection_refused ? refused_ : failed_)
-                .add("WebSocket " + std::to_string(i) + " connect: " + ec.message());
-            return false;
-        }
-        if (auto why = c.echo("probe " + std::to_string(i), true, 3s); !why.empty()) {
-            failed_.add("WebSocket " + std::to_string(i) + " on worker " +
-                        std::to_string(c.worker().value_or(99)) + ": " + why);
-            return false;
-        }
-        if (auto ec = c.close(websocket::close_code::normal, 3s)) {
-            failed_.add("WebSocket " + std::to_string(i) + " close: " + ec.message());
-            return false;
-        }
-        return true;
-    }
-
-    std::uint16_t port_;
-    mode mode_;
-    std::atomic<bool> stop_{false};
-    std::atomic<std::size_t> attempts_{0};
-    std::atomic<std::size_t> ok_{0};
-    failure_log refused_;
-    failure_log failed_;
-    std::thread thread_;
-};
 
 // ---- load: long-lived sessions --------------------------------------------------------------------
 
