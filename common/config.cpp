@@ -363,22 +363,29 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
     return listeners;
 }
 
+// `key = { min = "100ms", max = "10s" }` (either may be left out): both greater than 0, min <= max.
+void read_backoff(const section& s, std::string_view key, duration& min_out, duration& max_out) {
+    const auto* node = s.find(key);
+    if (node == nullptr)
+        return;
+    const auto* inner = node->as_table();
+    if (inner == nullptr)
+        s.wrong_type(*node, key,
+                     "an inline table like { min = \"" + format_duration(min_out) + "\", max = \"" +
+                         format_duration(max_out) + "\" }");
+    section b(*inner, s.name(key), {"min", "max"});
+    const auto* min = b.read_duration("min", min_out, section::zero::rejected);
+    const auto* max = b.read_duration("max", max_out, section::zero::rejected);
+    if (max_out < min_out)
+        b.fail(max != nullptr ? *max : *min, max != nullptr ? "max" : "min",
+               "min (" + format_duration(min_out) + ") must not be greater than max (" + format_duration(max_out) +
+                   ")");
+}
+
 void read_supervisor(const toml::table& table, config& cfg) {
     section s(table, "[supervisor]",
               {"restart_backoff", "drain_timeout", "heartbeat_interval", "watchdog_timeout", "max_worker_memory"});
-    if (const auto* node = s.find("restart_backoff")) {
-        const auto* inner = node->as_table();
-        if (inner == nullptr)
-            s.wrong_type(*node, "restart_backoff", "an inline table like { min = \"100ms\", max = \"10s\" }");
-        section b(*inner, "[supervisor] restart_backoff", {"min", "max"});
-        auto& sup = cfg.supervisor;
-        const auto* min = b.read_duration("min", sup.restart_backoff_min, section::zero::rejected);
-        const auto* max = b.read_duration("max", sup.restart_backoff_max, section::zero::rejected);
-        if (sup.restart_backoff_max < sup.restart_backoff_min)
-            b.fail(max != nullptr ? *max : *min, max != nullptr ? "max" : "min",
-                   "min (" + format_duration(sup.restart_backoff_min) + ") must not be greater than max (" +
-                       format_duration(sup.restart_backoff_max) + ")");
-    }
+    read_backoff(s, "restart_backoff", cfg.supervisor.restart_backoff_min, cfg.supervisor.restart_backoff_max);
     s.read_duration("drain_timeout", cfg.supervisor.drain_timeout, section::zero::allowed);
     auto& sup = cfg.supervisor;
     const auto* beat = s.read_duration("heartbeat_interval", sup.heartbeat_interval, section::zero::rejected);
@@ -452,6 +459,38 @@ void read_admin(const toml::table& table, config& cfg) {
     cfg.admin.endpoint = *endpoint;
 }
 
+void read_redis(const toml::table& table, config& cfg) {
+    section s(table, "[redis]",
+              {"url", "channel_prefix", "connect_timeout", "command_timeout", "reconnect_backoff"});
+    auto& redis = cfg.redis;
+    if (const auto* node = s.find("url")) {
+        const auto& text = s.string_value(*node, "url");
+        redis.url = text;
+        redis.endpoint.reset();
+        if (!text.empty()) {
+            auto parsed = parse_redis_url(text);
+            // Neither the message nor the quoted URL may show a password.
+            if (const auto* why = std::get_if<std::string>(&parsed))
+                s.fail(*node, "url", "invalid URL \"" + mask_redis_url(text) + "\": " + *why);
+            redis.endpoint = std::get<redis_url>(std::move(parsed));
+        }
+    }
+    if (const auto* node = s.find("channel_prefix")) {
+        const auto& prefix = s.string_value(*node, "channel_prefix");
+        if (prefix.size() > max_redis_channel_prefix)
+            s.fail(*node, "channel_prefix",
+                   "must be at most " + std::to_string(max_redis_channel_prefix) + " bytes, got " +
+                       std::to_string(prefix.size()));
+        for (char c : prefix)
+            if (c <= ' ' || c > '~')
+                s.fail(*node, "channel_prefix", "may hold printable ASCII only, without spaces");
+        redis.channel_prefix = prefix;
+    }
+    s.read_duration("connect_timeout", redis.connect_timeout, section::zero::rejected);
+    s.read_duration("command_timeout", redis.command_timeout, section::zero::rejected);
+    read_backoff(s, "reconnect_backoff", redis.reconnect_backoff_min, redis.reconnect_backoff_max);
+}
+
 void read_publish(const toml::table& table, config& cfg) {
     section s(table, "[publish]", {"tokens"});
     const auto* node = s.find("tokens");
@@ -514,7 +553,7 @@ std::vector<route_config> read_routes(const toml::array& tables) {
 void read_document(const toml::table& root, config& cfg) {
     static constexpr std::string_view known[] = {"server", "listener",  "scheduler", "supervisor",
                                                  "http",   "websocket", "log",       "route", "publish",
-                                                 "admin"};
+                                                 "admin",  "redis"};
     const toml::key* unknown = nullptr;
     for (auto&& [key, node] : root)
         if (std::find(std::begin(known), std::end(known), key.str()) == std::end(known) &&
@@ -555,6 +594,11 @@ void read_document(const toml::table& root, config& cfg) {
         read_publish(section_table(*node, "publish"), cfg);
     if (const auto* node = root.get("admin"))
         read_admin(section_table(*node, "admin"), cfg);
+    if (const auto* node = root.get("redis")) {
+        if (node->is_string()) // redis = "redis://:password@..." must not come back in the error
+            reject(node->source(), "redis: expected a table ([redis]) with url = \"...\", got a string");
+        read_redis(section_table(*node, "redis"), cfg);
+    }
     for (const auto& l : cfg.listeners)
         if (cfg.admin.endpoint && l.endpoint == *cfg.admin.endpoint)
             reject(root.source(), "[admin] address \"" + cfg.admin.address + "\" is also a [[listener]] address");

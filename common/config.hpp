@@ -13,12 +13,16 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "common/redis_url.hpp"
+
 namespace sockherd {
 
 using duration = std::chrono::milliseconds;
 
 // The most worker slots a node may have ([server] workers, `sockherd workers N`).
 inline constexpr unsigned max_workers = 1024;
+// [redis] channel_prefix: at most this many bytes.
+inline constexpr std::size_t max_redis_channel_prefix = 64;
 
 enum class listener_mode { handoff, shared, reuseport };
 enum class schedule_policy { least_conn, round_robin };
@@ -97,6 +101,23 @@ struct config {
     struct publish_section {
         std::vector<std::string> tokens; // bearer tokens for POST /publish/<channel>; none = disabled
     } publish;
+
+    // The bridge that carries pub/sub messages between nodes through Redis, held by the
+    // supervisor (supervisor/redis_bridge.hpp).
+    struct redis_section {
+        // As written; empty: no bridge. May hold a password: log and show masked_url() only.
+        std::string url;
+        std::optional<redis_url> endpoint;          // parsed from url; set exactly when url is not empty
+        std::string channel_prefix = "sockherd:";   // a channel's Redis name is prefix + name
+        duration connect_timeout{2'000};            // TCP connect + AUTH + the first PING answered
+        duration command_timeout{2'000};            // a command's reply; later: reconnect
+        duration reconnect_backoff_min{100};
+        duration reconnect_backoff_max{5'000};
+
+        bool enabled() const { return endpoint.has_value(); }
+        // The URL with the password masked ("" when off): for logs and status.
+        std::string masked_url() const { return endpoint ? endpoint->masked() : std::string(); }
+    } redis;
 
     struct log_section {
         log_level level = log_level::info;

@@ -14,10 +14,15 @@ class interest_registry {
 public:
     using slot_id = std::uint16_t;
 
-    void add(slot_id slot, const std::string& channel);
-    void remove(slot_id slot, const std::string& channel);
-    // The slot's worker is gone: forget everything it asked for.
-    void forget(slot_id slot);
+    // True when `channel` had no slot before: the node now wants it (the Redis bridge subscribes).
+    bool add(slot_id slot, const std::string& channel);
+    // True when that was `channel`'s last slot: the node no longer wants it.
+    bool remove(slot_id slot, const std::string& channel);
+    // The slot's worker is gone: forget everything it asked for. Returns the channels that lost
+    // their last slot.
+    std::vector<std::string> forget(slot_id slot);
+    // Every channel some slot wants (for a Redis bridge started or restarted later).
+    std::vector<std::string> channels() const;
 
     // Slots interested in `channel` (empty when none). Valid until the next change.
     const std::vector<slot_id>& slots_for(const std::string& channel) const;

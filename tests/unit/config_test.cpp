@@ -165,6 +165,14 @@ void expect_defaults(const config& cfg) {
     EXPECT_EQ(cfg.routes[3].path, "/");
     EXPECT_EQ(cfg.routes[3].kind, route_kind::static_files);
     EXPECT_FALSE(cfg.routes[3].root);
+    EXPECT_EQ(cfg.redis.url, "");
+    EXPECT_FALSE(cfg.redis.enabled());
+    EXPECT_EQ(cfg.redis.masked_url(), "");
+    EXPECT_EQ(cfg.redis.channel_prefix, "sockherd:");
+    EXPECT_EQ(cfg.redis.connect_timeout, 2s);
+    EXPECT_EQ(cfg.redis.command_timeout, 2s);
+    EXPECT_EQ(cfg.redis.reconnect_backoff_min, 100ms);
+    EXPECT_EQ(cfg.redis.reconnect_backoff_max, 5s);
 }
 
 TEST(config, empty_file_gives_the_defaults) {
@@ -311,6 +319,57 @@ TEST(config, worker_user_keys) {
     EXPECT_EQ(opt_in_only.server.user, "nobody");
     EXPECT_TRUE(opt_in_only.server.allow_root_workers);
     EXPECT_FALSE(parse_ok("[server]\nallow_root_workers = false\n").server.allow_root_workers);
+}
+
+TEST(config, redis_keys) {
+    auto cfg = parse_ok(R"([redis]
+url = "redis://:s3cret@10.0.0.5:6380/2"
+channel_prefix = "app1:"
+connect_timeout = "500ms"
+command_timeout = "3s"
+reconnect_backoff = { min = "50ms", max = "1m" }
+)");
+    ASSERT_TRUE(cfg.redis.enabled());
+    EXPECT_EQ(cfg.redis.url, "redis://:s3cret@10.0.0.5:6380/2");
+    EXPECT_EQ(cfg.redis.endpoint->host, "10.0.0.5");
+    EXPECT_EQ(cfg.redis.endpoint->port, 6380);
+    EXPECT_EQ(cfg.redis.endpoint->db, 2u);
+    EXPECT_EQ(cfg.redis.endpoint->password, "s3cret");
+    EXPECT_EQ(cfg.redis.masked_url(), "redis://:***@10.0.0.5:6380/2");
+    EXPECT_EQ(cfg.redis.channel_prefix, "app1:");
+    EXPECT_EQ(cfg.redis.connect_timeout, 500ms);
+    EXPECT_EQ(cfg.redis.command_timeout, 3s);
+    EXPECT_EQ(cfg.redis.reconnect_backoff_min, 50ms);
+    EXPECT_EQ(cfg.redis.reconnect_backoff_max, 60s);
+
+    cfg = parse_ok("[redis]\nurl = \"unix:///run/redis/redis.sock\"\nchannel_prefix = \"\"\n");
+    ASSERT_TRUE(cfg.redis.enabled());
+    EXPECT_EQ(cfg.redis.endpoint->kind, redis_url::transport::unix_socket);
+    EXPECT_EQ(cfg.redis.endpoint->path, "/run/redis/redis.sock");
+    EXPECT_EQ(cfg.redis.channel_prefix, "");
+    EXPECT_EQ(cfg.redis.reconnect_backoff_max, 5s); // untouched keys keep their defaults
+
+    cfg = parse_ok("[redis]\nurl = \"redis://redis.internal\"\nreconnect_backoff = { max = \"100ms\" }\n");
+    EXPECT_EQ(cfg.redis.endpoint->host, "redis.internal");
+    EXPECT_EQ(cfg.redis.reconnect_backoff_min, 100ms);
+    EXPECT_EQ(cfg.redis.reconnect_backoff_max, 100ms);
+    EXPECT_FALSE(parse_ok("[redis]\nurl = \"\"\n").redis.enabled());
+    EXPECT_EQ(parse_ok(std::string("[redis]\nchannel_prefix = \"") + std::string(64, 'p') + "\"\n")
+                  .redis.channel_prefix.size(),
+              64u);
+}
+
+TEST(config, redis_errors_never_show_the_password) {
+    const char* urls[] = {"redis://:hunter2@host:0", "redis://:hunter2@host/16", "redis://:hunter2@ho st",
+                          "rediss://:hunter2@host", "redis://user:hunter2@[::1", "hunter2@host"};
+    EXPECT_EQ(parse_fails("redis = \"redis://:hunter2@h\"\n").to_string().find("hunter2"), std::string::npos);
+    for (const char* url : urls) {
+        const auto err = parse_fails(std::string("[redis]\nurl = \"") + url + "\"\n");
+        EXPECT_EQ(err.line, 2u);
+        EXPECT_EQ(err.column, 7u);
+        EXPECT_TRUE(err.message.starts_with("[redis] url: invalid URL \"")) << err.message;
+        EXPECT_EQ(err.to_string().find("hunter2"), std::string::npos) << err.to_string();
+    }
 }
 
 // One rejected file: where the error must point and what it must say.
@@ -472,6 +531,37 @@ const bad_file bad_files[] = {
      "[server] user: invalid user name \"a12345678901234567890123456789012\"..."},
     {"allow_root_workers_not_a_boolean", "[server]\nallow_root_workers = \"yes\"\n", 2, 22,
      "[server] allow_root_workers: expected true or false, got \"yes\""},
+    {"redis_unknown_key", "[redis]\nurl = \"redis://h\"\ndatabase = 1\n", 3, 1, "unknown key 'database' in [redis]"},
+    {"redis_url_not_a_string", "[redis]\nurl = 6379\n", 2, 7, "[redis] url: expected a string, got integer"},
+    {"redis_url_bad_scheme", "[redis]\nurl = \"http://h\"\n", 2, 7,
+     "[redis] url: invalid URL \"http://h\": expected redis://[:password@]host[:port][/db] or unix:///path"},
+    {"redis_url_bad_port_masked", "[redis]\nurl = \"redis://:pw@h:70000\"\n", 2, 7,
+     "[redis] url: invalid URL \"redis://:***@h:70000\": invalid port \"70000\" (1 to 65535)"},
+    {"redis_url_db_out_of_range", "[redis]\nurl = \"redis://h/16\"\n", 2, 7,
+     "[redis] url: invalid URL \"redis://h/16\": invalid database \"16\" (0 to 15)"},
+    {"redis_url_tls", "[redis]\nurl = \"rediss://h\"\n", 2, 7,
+     "[redis] url: invalid URL \"rediss://h\": TLS (rediss://) is not supported"},
+    {"redis_url_relative_unix", "[redis]\nurl = \"unix://run/r.sock\"\n", 2, 7,
+     "[redis] url: invalid URL \"unix://run/r.sock\": expected unix:///absolute/path"},
+    {"redis_prefix_too_long",
+     "[redis]\nchannel_prefix = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n", 2, 18,
+     "[redis] channel_prefix: must be at most 64 bytes, got 65"},
+    {"redis_prefix_with_space", "[redis]\nchannel_prefix = \"my app:\"\n", 2, 18,
+     "[redis] channel_prefix: may hold printable ASCII only, without spaces"},
+    {"redis_prefix_with_control", "[redis]\nchannel_prefix = \"a\\tb\"\n", 2, 18,
+     "[redis] channel_prefix: may hold printable ASCII only, without spaces"},
+    {"redis_zero_timeout", "[redis]\nconnect_timeout = \"0s\"\n", 2, 19,
+     "[redis] connect_timeout: must be greater than 0"},
+    {"redis_command_timeout_integer", "[redis]\ncommand_timeout = 2\n", 2, 19,
+     "[redis] command_timeout: expected a duration string like \"30s\"..."},
+    {"redis_backoff_max_below_min", "[redis]\nreconnect_backoff = { min = \"1s\", max = \"10ms\" }\n", 2, 41,
+     "[redis] reconnect_backoff.max: min (1s) must not be greater than max (10ms)"},
+    {"redis_backoff_not_a_table", "[redis]\nreconnect_backoff = \"1s\"\n", 2, 21,
+     "[redis] reconnect_backoff: expected an inline table like { min = \"100ms\", max = \"5s\" }, got \"1s\""},
+    {"redis_backoff_unknown_key", "[redis]\nreconnect_backoff = { minimum = \"1s\" }\n", 2, 23,
+     "unknown key 'minimum' in [redis] reconnect_backoff"},
+    {"redis_not_a_table", "redis = \"redis://h\"\n", 1, 9,
+     "redis: expected a table ([redis]) with url = \"...\", got a string"},
 };
 
 class config_errors : public testing::TestWithParam<bad_file> {};

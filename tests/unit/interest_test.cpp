@@ -52,5 +52,29 @@ TEST(interest, forget_removes_everything_a_dead_worker_asked_for) {
     EXPECT_EQ(r.slots_for("c1"), (std::vector<interest_registry::slot_id>{3}));
 }
 
+TEST(interest, reports_when_a_channel_becomes_wanted_and_unwanted) {
+    interest_registry r;
+    EXPECT_TRUE(r.add(0, "chat"));  // the first slot: the node wants it now
+    EXPECT_FALSE(r.add(1, "chat")); // already wanted
+    EXPECT_FALSE(r.add(1, "chat"));
+    EXPECT_TRUE(r.add(1, "news"));
+    EXPECT_FALSE(r.remove(0, "chat")); // slot 1 still wants it
+    EXPECT_FALSE(r.remove(0, "chat")); // not slot 0's any more
+    EXPECT_TRUE(r.remove(1, "chat"));  // the last one
+    EXPECT_FALSE(r.remove(1, "chat"));
+    EXPECT_TRUE(r.add(2, "chat"));
+
+    r.add(2, "news");
+    r.add(2, "solo");
+    auto channels = r.channels();
+    std::sort(channels.begin(), channels.end());
+    EXPECT_EQ(channels, (std::vector<std::string>{"chat", "news", "solo"}));
+    auto unwanted = r.forget(2); // news stays with slot 1
+    std::sort(unwanted.begin(), unwanted.end());
+    EXPECT_EQ(unwanted, (std::vector<std::string>{"chat", "solo"}));
+    EXPECT_EQ(r.channels(), (std::vector<std::string>{"news"}));
+    EXPECT_TRUE(r.forget(9).empty());
+}
+
 } // namespace
 } // namespace sockherd::supervisor
