@@ -339,6 +339,22 @@ code{font:12px ui-monospace,monospace}
 
 } // namespace
 
+namespace {
+
+// "connected (redis://127.0.0.1:6379), 3/3 channels subscribed; 10 in, 12 out, 0 dropped, …"
+std::string redis_summary(const redis_bridge::stats_snapshot& r) {
+    std::string s = std::string(to_string(r.current)) + " (" + r.url + "), " + std::to_string(r.subscribed_channels) +
+        "/" + std::to_string(r.wanted_channels) + " channels subscribed; " + std::to_string(r.messages_in) + " in, " +
+        std::to_string(r.messages_out) + " out, " +
+        std::to_string(r.dropped_while_disconnected + r.dropped_backpressure) + " dropped, " +
+        std::to_string(r.reconnects) + " reconnects";
+    if (!r.last_error.empty())
+        s += "; last error: " + r.last_error;
+    return s;
+}
+
+} // namespace
+
 std::string render_status_json(const node_snapshot& s) {
     json workers = json::array();
     for (const auto& w : s.workers) {
@@ -385,6 +401,29 @@ std::string render_status_json(const node_snapshot& s) {
                      {"watchdog_kills", s.watchdog_kills_total},
                      {"memory_replacements", s.memory_replacements_total},
                      {"pubsub_channels", s.pubsub_channels}};
+    if (s.redis) {
+        const auto& r = *s.redis;
+        doc["redis"] = {{"state", to_string(r.current)},
+                        {"url", r.url},
+                        {"node_id", r.node_id},
+                        {"subscriber", r.subscriber},
+                        {"publisher", r.publisher},
+                        {"reconnects", r.reconnects},
+                        {"connect_failures", r.connect_failures},
+                        {"timeouts", r.timeouts},
+                        {"messages_in", r.messages_in},
+                        {"messages_out", r.messages_out},
+                        {"dropped_while_disconnected", r.dropped_while_disconnected},
+                        {"dropped_backpressure", r.dropped_backpressure},
+                        {"publish_failures", r.publish_failures},
+                        {"duplicates_skipped", r.duplicates_skipped},
+                        {"decode_errors", r.decode_errors},
+                        {"wanted_channels", r.wanted_channels},
+                        {"subscribed_channels", r.subscribed_channels},
+                        {"last_error", r.last_error}};
+    } else {
+        doc["redis"] = nullptr;
+    }
     // replace: a config path or exit reason that is not UTF-8 must not make the document invalid.
     return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
@@ -416,6 +455,9 @@ std::string render_status_html(const node_snapshot& s) {
                    "{} memory replacements, {} pub/sub channels</dd>\n</dl>\n</section>\n",
                    s.handoffs_total, s.relays_total, s.worker_restarts_total, s.watchdog_kills_total,
                    s.memory_replacements_total, s.pubsub_channels);
+    if (s.redis)
+        fmt::format_to(o, "<section id=\"redis\">\n<h2>Redis bridge</h2>\n<p class=\"wrap\">{}</p>\n</section>\n",
+                       html_escape(redis_summary(*s.redis)));
 
     out += "<h2>Workers</h2>\n<table id=\"workers\">\n<thead><tr><th class=\"num\">Slot</th>"
            "<th class=\"num\">PID</th><th>State</th><th class=\"num\">Uptime</th><th class=\"num\">Connections</th>"
@@ -509,6 +551,34 @@ std::string render_metrics(const node_snapshot& s) {
              s.memory_replacements_total);
     m.single("sockherd_pubsub_channels", gauge, "Pub/sub channels some worker has subscribers for.",
              s.pubsub_channels);
+    if (s.redis) {
+        const auto& r = *s.redis;
+        m.single("sockherd_redis_up", gauge, "1 while the Redis bridge is connected (both connections), else 0.",
+                 std::uint64_t{r.current == redis_bridge::state::connected});
+        m.single("sockherd_redis_reconnects_total", counter, "Redis connections re-established after a loss.",
+                 r.reconnects);
+        m.single("sockherd_redis_connect_failures_total", counter, "Attempts to connect to Redis that failed.",
+                 r.connect_failures);
+        m.single("sockherd_redis_timeouts_total", counter, "Redis connects or commands that timed out.", r.timeouts);
+        m.single("sockherd_redis_messages_in_total", counter, "Messages from other nodes received through Redis.",
+                 r.messages_in);
+        m.single("sockherd_redis_messages_out_total", counter, "Messages published to Redis and acknowledged.",
+                 r.messages_out);
+        m.family("sockherd_redis_dropped_total", counter,
+                 "Messages not published to Redis: the publisher was disconnected, or too far behind.");
+        m.sample(label_set({{"reason", "disconnected"}}), r.dropped_while_disconnected);
+        m.sample(label_set({{"reason", "backpressure"}}), r.dropped_backpressure);
+        m.single("sockherd_redis_publish_failures_total", counter,
+                 "Publishes Redis refused or lost with the connection.", r.publish_failures);
+        m.single("sockherd_redis_duplicates_skipped_total", counter,
+                 "This node's own messages that came back from Redis and were skipped.", r.duplicates_skipped);
+        m.single("sockherd_redis_decode_errors_total", counter,
+                 "Messages on this node's Redis channels that were not sockherd envelopes.", r.decode_errors);
+        m.single("sockherd_redis_subscribed_channels", gauge, "Channels Redis confirmed this node is subscribed to.",
+                 static_cast<std::uint64_t>(r.subscribed_channels));
+        m.single("sockherd_redis_wanted_channels", gauge, "Channels some local worker has subscribers for.",
+                 static_cast<std::uint64_t>(r.wanted_channels));
+    }
 
     std::vector<std::string> listener_labels;
     std::set<std::string> seen_listeners;
@@ -605,6 +675,8 @@ std::string render_status_text(const node_snapshot& s) {
                    "pub/sub channels {}\n\n",
                    s.handoffs_total, s.relays_total, s.worker_restarts_total, s.watchdog_kills_total,
                    s.memory_replacements_total, s.pubsub_channels);
+    if (s.redis)
+        fmt::format_to(o, "redis {}\n\n", text_cell(redis_summary(*s.redis)));
 
     std::vector<std::vector<std::string>> workers{
         {"SLOT", "PID", "STATE", "UPTIME", "CONNS", "WS", "MSGS-IN", "MSGS-OUT", "RSS", "RESTARTS", "LAST-EXIT"}};

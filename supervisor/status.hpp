@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "supervisor/redis_bridge.hpp"
+
 namespace sockherd::supervisor {
 
 // What a worker reported in its last heartbeat (all zero before the first one).
@@ -82,6 +84,7 @@ struct node_snapshot {
     std::uint64_t watchdog_kills_total = 0;
     std::uint64_t memory_replacements_total = 0;
     std::uint64_t pubsub_channels = 0;       // channels some worker has subscribers for
+    std::optional<redis_bridge::stats_snapshot> redis; // nullopt: [redis] off
 
     // Healthy for a load balancer: running and at least one worker up.
     bool healthy() const { return state == "running" && workers_up > 0; }

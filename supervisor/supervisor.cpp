@@ -138,6 +138,10 @@ int supervisor::run() {
     }
     spdlog::info("sockherd {} starting {} worker(s), generation {}, config {}", SOCKHERD_VERSION,
                  slots_.size(), generation_, config_.source_name);
+    if (config_.redis.enabled()) {
+        redis_ = make_redis_bridge(config_);
+        redis_->start();
+    }
     for (auto& slot : slots_)
         start_slot(*slot);
     schedule_health_tick();
@@ -454,6 +458,10 @@ void supervisor::retry_roll(milliseconds uptime) {
 // A message published on one worker goes, encoded once, to every other worker with interest.
 // The relay keeps the order in which this worker's channel delivered its publishes.
 void supervisor::on_process_publish(worker_process& from, ipc::publish_msg&& p) {
+    // To the other nodes once, whether or not a local worker has interest (never what came from
+    // Redis: that arrives through relay_from_redis, not here).
+    if (redis_)
+        redis_->publish(*p.message);
     const auto& targets = interest_.slots_for(p.message->channel);
     const bool include_origin = p.flags & ipc::publish_msg::include_origin;
     const auto origin = static_cast<interest_registry::slot_id>(from.index());
@@ -476,15 +484,75 @@ void supervisor::on_process_publish(worker_process& from, ipc::publish_msg&& p) 
 void supervisor::on_process_interest(worker_process& from, ipc::interest_msg&& m) {
     const auto id = static_cast<interest_registry::slot_id>(from.index());
     for (const auto& c : m.added)
-        interest_.add(id, c);
+        if (interest_.add(id, c) && redis_)
+            redis_->want(c); // the node's first subscriber of c
     for (const auto& c : m.removed)
-        interest_.remove(id, c);
+        if (interest_.remove(id, c) && redis_)
+            redis_->unwant(c); // its last one left
     from.send(ipc::interest_ack_msg{m.seq});
+}
+
+std::unique_ptr<redis_bridge> supervisor::make_redis_bridge(const config& cfg, std::optional<node_id> id) {
+    redis_bridge::limits lim;
+    lim.max_message_size = cfg.websocket.max_message_size; // what a worker could have accepted
+    return std::make_unique<redis_bridge>(
+        ioc_, cfg.redis, lim,
+        redis_bridge::callbacks{
+            [this](shared_message msg) { relay_from_redis(std::move(msg)); },
+            [this](redis_bridge::state st) {
+                spdlog::debug("redis: bridge {}", to_string(st));
+                report_to_systemd();
+            },
+        },
+        id);
+}
+
+void supervisor::relay_from_redis(shared_message msg) {
+    if (phase_ == phase::done)
+        return;
+    const auto& targets = interest_.slots_for(msg->channel);
+    if (targets.empty())
+        return; // the last local subscriber left while the message was on its way
+    relay_frame_.clear();
+    ipc::encode(ipc::relay_msg{std::move(msg)}, relay_frame_);
+    std::uint32_t relayed = 0;
+    for (const auto id : targets)
+        if (id < procs_.size() && procs_[id] && procs_[id]->send_relay(relay_frame_))
+            ++relayed;
+    relays_total_ += relayed;
+}
+
+void supervisor::apply_redis_config(const config& next_config) {
+    const auto& cur = config_.redis;
+    const auto& next = next_config.redis;
+    if (next.url == cur.url && next.channel_prefix == cur.channel_prefix &&
+        next.connect_timeout == cur.connect_timeout && next.command_timeout == cur.command_timeout &&
+        next.reconnect_backoff_min == cur.reconnect_backoff_min &&
+        next.reconnect_backoff_max == cur.reconnect_backoff_max)
+        return;
+    std::optional<node_id> id;
+    if (redis_) {
+        id = redis_->id(); // its messages still in flight are skipped by the new bridge too
+        redis_->stop();
+        // Not from inside its own callback: reloads run from the control socket or a signal.
+        redis_.reset();
+    }
+    if (!next.enabled()) {
+        spdlog::info("reload: redis bridge off");
+        return;
+    }
+    redis_ = make_redis_bridge(next_config, id);
+    for (const auto& c : interest_.channels())
+        redis_->want(c);
+    redis_->start();
+    spdlog::info("reload: redis bridge to {}", next.masked_url());
 }
 
 void supervisor::on_process_exited(worker_process& p) {
     // Its subscribers are gone with it; a successor starts clean.
-    interest_.forget(static_cast<interest_registry::slot_id>(p.index()));
+    for (const auto& c : interest_.forget(static_cast<interest_registry::slot_id>(p.index())))
+        if (redis_)
+            redis_->unwant(c);
     auto* slot = slot_of(p);
     worker_slot* successor_of = nullptr; // the slot `p` was about to take over
     if (p.slot() < slots_.size() && slots_[p.slot()]->successor() == &p)
@@ -698,6 +766,7 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
         spdlog::info("reload: {}", next_identity.message); // not root: it does not apply
     }
 
+    apply_redis_config(next);
     const auto workers_before = static_cast<unsigned>(slots_.size());
     const auto workers_after = next.server.workers;
     config_ = std::move(next);
@@ -962,6 +1031,8 @@ node_snapshot supervisor::snapshot() const {
     s.watchdog_kills_total = watchdog_kills_;
     s.memory_replacements_total = memory_replacements_;
     s.pubsub_channels = interest_.channel_count();
+    if (redis_)
+        s.redis = redis_->stats();
     return s;
 }
 
@@ -1085,6 +1156,8 @@ void supervisor::maybe_finish() {
         admin_->close();
     if (control_)
         control_->close();
+    if (redis_)
+        redis_->stop();
     spdlog::info("all workers have exited; supervisor exiting");
     ioc_.stop();
 }

@@ -18,6 +18,7 @@
 #include "supervisor/control.hpp"
 #include "supervisor/interest.hpp"
 #include "supervisor/listener.hpp"
+#include "supervisor/redis_bridge.hpp"
 #include "supervisor/notify.hpp"
 #include "supervisor/scheduler.hpp"
 #include "supervisor/status.hpp"
@@ -54,6 +55,13 @@ private:
     void on_process_config_applied(worker_process&) override;
     void on_process_publish(worker_process&, ipc::publish_msg&&) override;
     void on_process_interest(worker_process&, ipc::interest_msg&&) override;
+
+    // [redis]: the bridge to other nodes. A message from Redis goes to the local workers with
+    // interest, encoded once; interest changes become SUBSCRIBE/UNSUBSCRIBE.
+    std::unique_ptr<redis_bridge> make_redis_bridge(const config& cfg, std::optional<node_id> id = std::nullopt);
+    void relay_from_redis(shared_message msg);
+    // A reload changed [redis]: a new bridge (same node id, same wanted channels) replaces it.
+    void apply_redis_config(const config& next);
 
     void start_slot(worker_slot& slot);
     // A new process for `slot_id` in a free entry of the process table; null if it cannot start.
@@ -128,6 +136,7 @@ private:
     std::string relay_frame_;    // reused encode buffer for relays
 
     std::unique_ptr<admin_server> admin_;
+    std::unique_ptr<redis_bridge> redis_; // null: [redis] off
     std::unique_ptr<control_server> control_;
     systemd_notifier notifier_;
     bool announced_ready_ = false;

@@ -146,8 +146,9 @@ TEST(StatusJson, top_level_fields_and_values) {
     const json j = json::parse(render_status_json(s));
     EXPECT_EQ(sorted(keys_of(j)),
               sorted({"version", "pid", "state", "started_at", "uptime_seconds", "generation", "config", "last_reload",
-                      "workers_configured", "workers_up", "healthy", "workers", "listeners", "totals"}));
+                      "workers_configured", "workers_up", "healthy", "workers", "listeners", "totals", "redis"}));
     EXPECT_EQ(j["version"], "0.1.0");
+    EXPECT_TRUE(j["redis"].is_null()) << "no bridge: redis is null";
     EXPECT_EQ(j["pid"], 4242);
     EXPECT_EQ(j["state"], "running");
     EXPECT_EQ(j["started_at"], 1'700'000'000);
@@ -445,6 +446,96 @@ TEST(StatusMetrics, node_families) {
     }
     EXPECT_EQ(p.types.at("sockherd_handoffs_total"), "counter");
     EXPECT_EQ(p.types.at("sockherd_workers_up"), "gauge");
+}
+
+// ---- the Redis bridge ------------------------------------------------------------------------
+
+redis_bridge::stats_snapshot sample_redis() {
+    redis_bridge::stats_snapshot r;
+    r.current = redis_bridge::state::disconnected;
+    r.url = "redis://:***@10.0.0.5:6379/0";
+    r.node_id = "00112233445566778899aabbccddeeff";
+    r.subscriber = "waiting";
+    r.publisher = "connecting";
+    r.reconnects = 3;
+    r.connect_failures = 4;
+    r.timeouts = 1;
+    r.messages_in = 100;
+    r.messages_out = 200;
+    r.dropped_while_disconnected = 7;
+    r.dropped_backpressure = 2;
+    r.publish_failures = 5;
+    r.duplicates_skipped = 200;
+    r.decode_errors = 6;
+    r.wanted_channels = 9;
+    r.subscribed_channels = 8;
+    r.last_error = "subscriber: connection refused";
+    return r;
+}
+
+TEST(StatusRedis, json_metrics_text_and_html_show_the_bridge) {
+    auto s = sample_snapshot();
+    s.redis = sample_redis();
+    const json j = json::parse(render_status_json(s));
+    const auto& r = j.at("redis");
+    EXPECT_EQ(r.at("state"), "disconnected");
+    EXPECT_EQ(r.at("url"), "redis://:***@10.0.0.5:6379/0");
+    EXPECT_EQ(r.at("node_id"), "00112233445566778899aabbccddeeff");
+    EXPECT_EQ(r.at("subscriber"), "waiting");
+    EXPECT_EQ(r.at("publisher"), "connecting");
+    EXPECT_EQ(r.at("reconnects"), 3);
+    EXPECT_EQ(r.at("connect_failures"), 4);
+    EXPECT_EQ(r.at("timeouts"), 1);
+    EXPECT_EQ(r.at("messages_in"), 100);
+    EXPECT_EQ(r.at("messages_out"), 200);
+    EXPECT_EQ(r.at("dropped_while_disconnected"), 7);
+    EXPECT_EQ(r.at("dropped_backpressure"), 2);
+    EXPECT_EQ(r.at("publish_failures"), 5);
+    EXPECT_EQ(r.at("duplicates_skipped"), 200);
+    EXPECT_EQ(r.at("decode_errors"), 6);
+    EXPECT_EQ(r.at("wanted_channels"), 9);
+    EXPECT_EQ(r.at("subscribed_channels"), 8);
+    EXPECT_EQ(r.at("last_error"), "subscriber: connection refused");
+
+    const auto p = parse_metrics(render_metrics(s));
+    ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(p.errors);
+    const std::map<std::string, double> want = {
+        {"sockherd_redis_up", 0},
+        {"sockherd_redis_reconnects_total", 3},
+        {"sockherd_redis_connect_failures_total", 4},
+        {"sockherd_redis_timeouts_total", 1},
+        {"sockherd_redis_messages_in_total", 100},
+        {"sockherd_redis_messages_out_total", 200},
+        {"sockherd_redis_dropped_total{reason=\"disconnected\"}", 7},
+        {"sockherd_redis_dropped_total{reason=\"backpressure\"}", 2},
+        {"sockherd_redis_publish_failures_total", 5},
+        {"sockherd_redis_duplicates_skipped_total", 200},
+        {"sockherd_redis_decode_errors_total", 6},
+        {"sockherd_redis_subscribed_channels", 8},
+        {"sockherd_redis_wanted_channels", 9},
+    };
+    for (const auto& [series, value] : want) {
+        auto it = p.series.find(series);
+        ASSERT_NE(it, p.series.end()) << series;
+        EXPECT_DOUBLE_EQ(it->second, value) << series;
+    }
+    EXPECT_EQ(p.types.at("sockherd_redis_dropped_total"), "counter");
+    s.redis->current = redis_bridge::state::connected;
+    EXPECT_EQ(parse_metrics(render_metrics(s)).series.at("sockherd_redis_up"), 1);
+
+    const auto text = render_status_text(s);
+    EXPECT_NE(text.find("redis connected (redis://:***@10.0.0.5:6379/0), 8/9 channels subscribed; 100 in, 200 out, "
+                        "9 dropped, 3 reconnects; last error: subscriber: connection refused"),
+              std::string::npos)
+        << text;
+    const auto html = render_status_html(s);
+    EXPECT_NE(html.find("<section id=\"redis\">"), std::string::npos);
+    EXPECT_NE(html.find("8/9 channels subscribed"), std::string::npos);
+
+    // Off: no redis families at all, and no summary line.
+    s.redis.reset();
+    EXPECT_EQ(parse_metrics(render_metrics(s)).types.count("sockherd_redis_up"), 0u);
+    EXPECT_EQ(render_status_text(s).find("redis "), std::string::npos);
 }
 
 TEST(StatusMetrics, per_worker_series_are_labelled_by_slot_and_pid) {
