@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/embedded.hpp"
+#include "common/percent.hpp"
 
 namespace sockherd::worker {
 
@@ -35,39 +36,6 @@ struct relative_path {
     std::vector<std::string> segments;
     bool directory = false;
 };
-
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-// Percent-decodes once; nullopt on a malformed escape or a decoded NUL.
-std::optional<std::string> percent_decode(std::string_view in) {
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        char c = in[i];
-        if (c == '%') {
-            if (i + 2 >= in.size())
-                return std::nullopt;
-            const int hi = hex_digit(in[i + 1]);
-            const int lo = hex_digit(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return std::nullopt;
-            c = static_cast<char>(hi * 16 + lo);
-            i += 2;
-        }
-        if (c == '\0')
-            return std::nullopt;
-        out.push_back(c);
-    }
-    return out;
-}
 
 // Maps a request target onto a path below `prefix`; nullopt for anything that must be a 404.
 std::optional<relative_path> parse_target(std::string_view target, std::string_view prefix) {
