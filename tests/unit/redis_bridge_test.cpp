@@ -5,33 +5,25 @@
 
 #include "supervisor/redis_bridge.hpp"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
 #include <functional>
 #include <memory>
-#include <random>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "common/unique_fd.hpp"
-
-extern char** environ;
+#include "tests/redis_server.hpp"
 
 namespace sockherd::supervisor {
 namespace {
@@ -39,151 +31,10 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-constexpr const char* redis_server_binary = "/usr/bin/redis-server";
-
-using reply_ptr = std::unique_ptr<redisReply, void (*)(void*)>;
-using context_ptr = std::unique_ptr<redisContext, void (*)(redisContext*)>;
-
-unsigned short free_loopback_port() {
-    unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-        return 0;
-    socklen_t len = sizeof addr;
-    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    return ntohs(addr.sin_port);
-}
-
-// A blocking hiredis client: how the tests talk to Redis besides the bridge.
-class sync_client {
-public:
-    explicit sync_client(unsigned short port, const std::string& password = {})
-        : c_(redisConnectWithTimeout("127.0.0.1", port, timeval{2, 0}), redisFree) {
-        if (!c_ || c_->err)
-            throw std::runtime_error("cannot connect to redis on port " + std::to_string(port));
-        const timeval t{5, 0};
-        redisSetTimeout(c_.get(), t);
-        if (!password.empty())
-            command({"AUTH", password});
-    }
-
-    reply_ptr command(const std::vector<std::string_view>& args) {
-        std::vector<const char*> argv;
-        std::vector<std::size_t> lengths;
-        for (auto a : args) {
-            argv.push_back(a.data());
-            lengths.push_back(a.size());
-        }
-        auto* r = redisCommandArgv(c_.get(), static_cast<int>(args.size()), argv.data(), lengths.data());
-        return {static_cast<redisReply*>(r), freeReplyObject};
-    }
-
-    // The next pushed reply (a subscribed connection's message), or null after the timeout.
-    reply_ptr next() {
-        void* r = nullptr;
-        if (redisGetReply(c_.get(), &r) != REDIS_OK)
-            return {nullptr, freeReplyObject};
-        return {static_cast<redisReply*>(r), freeReplyObject};
-    }
-
-private:
-    context_ptr c_;
-};
-
-struct redis_options {
-    std::string password;     // --requirepass
-    bool unix_socket = false; // --unixsocket <dir>/redis.sock as well
-};
-
-// One redis-server process of our own, on loopback.
-class redis_process {
-public:
-    explicit redis_process(redis_options o = {}) : options_(std::move(o)) {
-        char pattern[] = "/tmp/sockherd-redis-test-XXXXXX";
-        if (::mkdtemp(pattern) == nullptr)
-            throw std::runtime_error("mkdtemp failed");
-        dir_ = pattern;
-        for (int tries = 0; tries < 5; ++tries) {
-            port_ = free_loopback_port();
-            if (port_ != 0 && start())
-                return;
-        }
-        throw std::runtime_error("redis-server did not come up; see " + dir_ + "/redis.log");
-    }
-
-    ~redis_process() {
-        kill();
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    }
-
-    unsigned short port() const { return port_; }
-    std::string socket_path() const { return dir_ + "/redis.sock"; }
-
-    // Starts it (again, on the same port); true once it answers PING.
-    bool start() {
-        std::vector<std::string> args{redis_server_binary, "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", dir_, "--logfile",
-                                      dir_ + "/redis.log", "--daemonize", "no"};
-        if (options_.unix_socket) {
-            args.insert(args.end(), {"--unixsocket", socket_path(), "--unixsocketperm", "700"});
-        }
-        if (!options_.password.empty())
-            args.insert(args.end(), {"--requirepass", options_.password});
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        if (::posix_spawn(&pid_, redis_server_binary, nullptr, nullptr, argv.data(), environ) != 0) {
-            pid_ = -1;
-            return false;
-        }
-        const auto deadline = clock::now() + 10s;
-        while (clock::now() < deadline) {
-            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) { // exited: the port was taken after all?
-                pid_ = -1;
-                return false;
-            }
-            if (answers_ping())
-                return true;
-            std::this_thread::sleep_for(10ms); // polling a condition, under the deadline above
-        }
-        kill();
-        return false;
-    }
-
-    void kill() {
-        if (pid_ <= 0)
-            return;
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-    }
-
-    void pause() { ::kill(pid_, SIGSTOP); }
-    void resume() { ::kill(pid_, SIGCONT); }
-
-private:
-    bool answers_ping() {
-        context_ptr c(redisConnectWithTimeout("127.0.0.1", port_, timeval{0, 200'000}), redisFree);
-        if (!c || c->err)
-            return false;
-        const timeval t{1, 0};
-        redisSetTimeout(c.get(), t);
-        if (!options_.password.empty())
-            reply_ptr(static_cast<redisReply*>(redisCommand(c.get(), "AUTH %s", options_.password.c_str())),
-                      freeReplyObject);
-        reply_ptr r(static_cast<redisReply*>(redisCommand(c.get(), "PING")), freeReplyObject);
-        return r && r->type == REDIS_REPLY_STATUS && std::string_view(r->str) == "PONG";
-    }
-
-    redis_options options_;
-    std::string dir_;
-    unsigned short port_ = 0;
-    pid_t pid_ = -1;
-};
+// The launcher and the blocking client are shared with the integration tests.
+using test::redis_server;
+using redis_options = test::redis_server_options;
+using sync_client = test::redis_client;
 
 config::redis_section redis_config(const std::string& url) {
     config::redis_section r;
@@ -217,12 +68,12 @@ protected:
     static void SetUpTestSuite() { ::signal(SIGPIPE, SIG_IGN); }
 
     void SetUp() override {
-        if (::access(redis_server_binary, X_OK) != 0)
-            GTEST_SKIP() << redis_server_binary << " is missing (apt-get install redis-server)";
+        if (!test::redis_server_available())
+            GTEST_SKIP() << test::redis_server_binary << " is missing (apt-get install redis-server)";
     }
 
-    void start_redis(redis_options o = {}) { redis_ = std::make_unique<redis_process>(std::move(o)); }
-    std::string url() const { return "redis://127.0.0.1:" + std::to_string(redis_->port()); }
+    void start_redis(redis_options o = {}) { redis_ = std::make_unique<redis_server>(std::move(o)); }
+    std::string url() const { return redis_->url(); }
 
     std::unique_ptr<redis_bridge> make_bridge(const config::redis_section& cfg, redis_bridge::limits lim = {}) {
         auto b = std::make_unique<redis_bridge>(
@@ -255,15 +106,7 @@ protected:
         return s.current == redis_bridge::state::connected && s.subscribed_channels == channels;
     }
 
-    std::vector<std::string> pubsub_channels(sync_client& c) {
-        std::vector<std::string> out;
-        auto r = c.command({"PUBSUB", "CHANNELS", "sockherd:*"});
-        if (r && r->type == REDIS_REPLY_ARRAY)
-            for (std::size_t i = 0; i < r->elements; ++i)
-                out.emplace_back(r->element[i]->str, r->element[i]->len);
-        std::sort(out.begin(), out.end());
-        return out;
-    }
+    std::vector<std::string> pubsub_channels(sync_client& c) { return c.pubsub_channels("sockherd:*").channels; }
 
     // "cmdstat_subscribe:calls=2,..." -> 2
     long long command_calls(sync_client& c, std::string_view command) {
@@ -278,7 +121,7 @@ protected:
 
     net::io_context ioc_;
     net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
-    std::unique_ptr<redis_process> redis_;
+    std::unique_ptr<redis_server> redis_;
     std::vector<shared_message> received_;
     std::vector<redis_bridge::state> states_;
 };
