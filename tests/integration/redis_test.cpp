@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,7 +19,6 @@
 #include <random>
 #include <regex>
 #include <set>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -1052,7 +1052,8 @@ TEST_F(redis, node_unsubscribes_when_its_last_subscriber_leaves) {
     ASSERT_EQ(http_publish(b, "solo", "only B", "text/plain", 1u), "");
     EXPECT_EQ(expect_delivery(*raw_b[0], "only B", true, default_timeout), "");
     EXPECT_TRUE(wait_status(b, [](const json& st) { return redis_int(st, "messages_out") == 2; }, 5s).ok);
-    EXPECT_EQ(redis_int(a.status_json().value_or(json()), "messages_in"), in_before) << "A is not subscribed any more";
+    EXPECT_EQ(redis_int(a.status_json().value_or(json()), "messages_in"), in_before)
+        << "A is not subscribed any more";
     EXPECT_EQ(expect_quiet(*json_a, 200ms), "") << "A's unsubscribed JSON client";
 
     // B's last one leaves: nobody is subscribed in Redis.
