@@ -51,6 +51,25 @@ redis_bridge::redis_bridge(net::io_context& ioc, const config::redis_section& cf
         std::max<std::uint64_t>(limits_.max_unanswered_bytes, 2 * (limits_.max_message_size + 64 * 1024));
 }
 
+void redis_bridge::set_max_message_size(std::uint64_t bytes) {
+    limits_.max_message_size = bytes;
+    limits_.max_unanswered_bytes = std::max<std::uint64_t>(limits_.max_unanswered_bytes, 2 * (bytes + 64 * 1024));
+}
+
+void redis_bridge::continue_counters(const stats_snapshot& previous) {
+    counts_.messages_in += previous.messages_in;
+    counts_.messages_out += previous.messages_out;
+    counts_.dropped_while_disconnected += previous.dropped_while_disconnected;
+    counts_.dropped_backpressure += previous.dropped_backpressure;
+    counts_.publish_failures += previous.publish_failures;
+    counts_.duplicates_skipped += previous.duplicates_skipped;
+    counts_.decode_errors += previous.decode_errors;
+    // previous.reconnects etc. already include what that bridge carried itself.
+    carried_reconnects_ += previous.reconnects;
+    carried_connect_failures_ += previous.connect_failures;
+    carried_timeouts_ += previous.timeouts;
+}
+
 redis_bridge::~redis_bridge() {
     alive_.reset();
     // The connections go first (declared after what their handlers touch); no handler runs.
@@ -321,6 +340,9 @@ redis_bridge::stats_snapshot redis_bridge::stats() const {
     s.node_id = id_hex_;
     s.wanted_channels = wanted_.size();
     s.subscribed_channels = subscriber_ && subscriber_->current() == redis_connection::state::ready ? confirmed_ : 0;
+    s.reconnects = carried_reconnects_;
+    s.connect_failures = carried_connect_failures_;
+    s.timeouts = carried_timeouts_;
     s.subscriber = subscriber_ ? std::string(to_string(subscriber_->current())) : "idle";
     s.publisher = publisher_ ? std::string(to_string(publisher_->current())) : "idle";
     for (const auto* c : {subscriber_.get(), publisher_.get()}) {

@@ -108,6 +108,15 @@ public:
     // A message published on this node: to Redis once, or dropped and counted.
     void publish(const pubsub_message& m);
 
+    // A reload changed [websocket] max_message_size: messages from Redis are checked against the
+    // new limit from now on (the unanswered-bytes cap grows with it, as in the constructor).
+    void set_max_message_size(std::uint64_t bytes);
+
+    // A reload replaced the bridge (a [redis] key changed): the new one continues the old one's
+    // *_total counters, so the metrics never go backwards. Only the counters move; state,
+    // channels and last_error are the new bridge's own.
+    void continue_counters(const stats_snapshot& previous);
+
     state current() const { return state_; }
     stats_snapshot stats() const;
     const node_id& id() const { return id_; }
@@ -149,6 +158,11 @@ private:
     std::uint64_t unanswered_bytes_ = 0;
     std::string frame_; // the envelope being published (hiredis copies it)
     stats_snapshot counts_; // the counters; stats() fills in the rest
+    // What earlier bridges' connections counted (continue_counters): reconnects, connect
+    // failures and timeouts live in the connections' own stats, which start again at zero.
+    std::uint64_t carried_reconnects_ = 0;
+    std::uint64_t carried_connect_failures_ = 0;
+    std::uint64_t carried_timeouts_ = 0;
     std::string last_error_;
 
     struct occasional {

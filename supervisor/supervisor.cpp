@@ -528,11 +528,16 @@ void supervisor::apply_redis_config(const config& next_config) {
     if (next.url == cur.url && next.channel_prefix == cur.channel_prefix &&
         next.connect_timeout == cur.connect_timeout && next.command_timeout == cur.command_timeout &&
         next.reconnect_backoff_min == cur.reconnect_backoff_min &&
-        next.reconnect_backoff_max == cur.reconnect_backoff_max)
+        next.reconnect_backoff_max == cur.reconnect_backoff_max) {
+        // The same bridge stays; only the workers' message limit can have moved.
+        if (redis_)
+            redis_->set_max_message_size(next_config.websocket.max_message_size);
         return;
+    }
     std::optional<node_id> id;
     if (redis_) {
         id = redis_->id(); // its messages still in flight are skipped by the new bridge too
+        redis_retired_ = redis_->stats(); // the new bridge continues its counters
         redis_->stop();
         // Not from inside its own callback: reloads run from the control socket or a signal.
         redis_.reset();
@@ -542,6 +547,8 @@ void supervisor::apply_redis_config(const config& next_config) {
         return;
     }
     redis_ = make_redis_bridge(next_config, id);
+    if (redis_retired_)
+        redis_->continue_counters(*redis_retired_);
     for (const auto& c : interest_.channels())
         redis_->want(c);
     redis_->start();

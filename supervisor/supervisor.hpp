@@ -137,6 +137,9 @@ private:
 
     std::unique_ptr<admin_server> admin_;
     std::unique_ptr<redis_bridge> redis_; // null: [redis] off
+    // The counters of the bridge a [redis] reload replaced (or switched off): a new bridge
+    // continues them, so sockherd_redis_*_total never go backwards.
+    std::optional<redis_bridge::stats_snapshot> redis_retired_;
     std::unique_ptr<control_server> control_;
     systemd_notifier notifier_;
     bool announced_ready_ = false;

@@ -1208,12 +1208,10 @@ TEST_F(redis, redis_status_and_metrics_show_the_bridge) {
 // 7. A reload of [websocket] max_message_size reaches the bridge
 // =====================================================================================================
 
-// DISABLED until the supervisor gives the bridge the new limit on reload: apply_redis_config
-// replaces the bridge only when a [redis] key changed, so its limits.max_message_size stays the
-// one of the config it was made with. Raised to 2 MiB on both nodes, a 1.5 MiB message reaches
-// the publishing node's subscribers but is a decode error on the other node (its log: "skipped a
-// message on "sockherd:r": a payload over max_message_size").
-TEST_F(redis, DISABLED_reload_of_max_message_size_reaches_the_bridge) {
+// A reload that changes only [websocket] max_message_size keeps the bridge but must give it the
+// new limit: raised to 2 MiB on both nodes, a 1.5 MiB message reaches the other node's subscriber
+// too (with the old limit it was a decode error there: "a payload over max_message_size").
+TEST_F(redis, reload_of_max_message_size_reaches_the_bridge) {
     redis_server rs;
     redis_client rc(rs.port());
     node a(bridged_config(rs));
@@ -1246,6 +1244,65 @@ TEST_F(redis, DISABLED_reload_of_max_message_size_reaches_the_bridge) {
     const auto st = b.status_json();
     ASSERT_TRUE(st);
     EXPECT_EQ(redis_int(*st, "decode_errors"), 0) << redis_dump(st);
+    a.assert_no_unexpected_errors();
+    b.assert_no_unexpected_errors();
+}
+
+// =====================================================================================================
+// 8. A reload that replaces the bridge keeps its counters (and its node id)
+// =====================================================================================================
+
+// Changing a [redis] key replaces the bridge; the new one must continue the old one's *_total
+// counters (Prometheus counters that go backwards read as a restart) and keep the node id.
+TEST_F(redis, reload_replacing_the_bridge_keeps_its_counters) {
+    redis_server rs;
+    redis_client rc(rs.port());
+    node a(bridged_config(rs));
+    node b(bridged_config(rs));
+    ASSERT_TRUE(a.wait_ready(2)) << "node A did not become ready";
+    ASSERT_TRUE(b.wait_ready(2)) << "node B did not become ready";
+    std::vector<std::unique_ptr<subscriber>> on_a, on_b;
+    ASSERT_EQ(add_raw(on_a, a, "c", 1), "");
+    ASSERT_EQ(add_raw(on_b, b, "c", 1), "");
+    ASSERT_EQ(wait_bridges_ready(a, b, rc, 1, "sockherd:c", 2), "");
+
+    const auto send_and_expect = [&](int from, int to) {
+        for (int i = from; i < to; ++i)
+            ASSERT_FALSE(on_a[0]->ws().send_text("m" + std::to_string(i)));
+        for (int i = from; i < to; ++i)
+            EXPECT_EQ(expect_delivery(*on_b[0], "m" + std::to_string(i), true, default_timeout), "") << "on B";
+    };
+    send_and_expect(0, 3);
+    auto w = wait_status(a, [](const json& st) { return redis_int(st, "messages_out") == 3; }, 10s);
+    ASSERT_TRUE(w.ok) << redis_dump(w.last);
+    const std::string id_before = redis_str(*w.last, "node_id");
+
+    // Replace A's bridge: a different command timeout is a [redis] change.
+    const std::string before = "command_timeout = \"2s\"";
+    std::ifstream in(a.config_path());
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string s = text.str();
+    const auto at = s.find(before);
+    ASSERT_NE(at, std::string::npos) << s;
+    s.replace(at, before.size(), "command_timeout = \"3s\"");
+    a.dir().write_file(a.config_path().filename(), s);
+    ASSERT_TRUE(a.signal(SIGHUP));
+    w = wait_status(a, [](const json& st) { return int_field(st, "generation") == 2 && bridge_ready(st, 1); }, 20s);
+    ASSERT_TRUE(w.ok) << "no generation 2 with the bridge ready: " << redis_dump(w.last);
+    EXPECT_EQ(str_field(last_reload(*w.last), "result"), "ok");
+    EXPECT_EQ(redis_int(*w.last, "messages_out"), 3) << "the counter went back: " << redis_dump(w.last);
+    EXPECT_EQ(redis_str(*w.last, "node_id"), id_before) << "the node id changed";
+
+    // The new bridge counts on from there; /metrics agrees.
+    ASSERT_EQ(wait_bridges_ready(a, b, rc, 1, "sockherd:c", 2), "");
+    send_and_expect(3, 5);
+    w = wait_status(a, [](const json& st) { return redis_int(st, "messages_out") == 5; }, 10s);
+    ASSERT_TRUE(w.ok) << redis_dump(w.last);
+    EXPECT_EQ(redis_int(*w.last, "duplicates_skipped"), 5) << redis_dump(w.last);
+    const auto m = a.admin_get("/metrics");
+    ASSERT_EQ(m.status, 200u) << describe(m);
+    EXPECT_EQ(metric(m.body, "sockherd_redis_messages_out_total"), std::optional<double>(5));
     a.assert_no_unexpected_errors();
     b.assert_no_unexpected_errors();
 }
