@@ -368,6 +368,10 @@ std::string render_status_json(const node_snapshot& s) {
             w.heartbeat_age_seconds ? json(json_seconds(*w.heartbeat_age_seconds)) : json(nullptr);
         for (const auto& f : counter_fields)
             o[std::string(f.key)] = w.counters.*f.member;
+        json rejections = json::object();
+        for (std::size_t i = 0; i < rejection_count; ++i)
+            rejections[std::string(rejection_names[i])] = w.counters.rejections_total[i];
+        o["rejections"] = std::move(rejections);
         o["worker_uptime_ms"] = w.counters.uptime_ms;
         o["restarts"] = w.restarts;
         o["last_exit"] = w.last_exit;
@@ -401,6 +405,15 @@ std::string render_status_json(const node_snapshot& s) {
                      {"watchdog_kills", s.watchdog_kills_total},
                      {"memory_replacements", s.memory_replacements_total},
                      {"pubsub_channels", s.pubsub_channels}};
+    // Summed over the workers in the table (a restarted worker's counters start again at zero).
+    json rejection_totals = json::object();
+    for (std::size_t i = 0; i < rejection_count; ++i) {
+        std::uint64_t sum = 0;
+        for (const auto& w : s.workers)
+            sum += w.counters.rejections_total[i];
+        rejection_totals[std::string(rejection_names[i])] = sum;
+    }
+    doc["totals"]["rejections"] = std::move(rejection_totals);
     if (s.redis) {
         const auto& r = *s.redis;
         doc["redis"] = {{"state", to_string(r.current)},
@@ -646,6 +659,15 @@ std::string render_metrics(const node_snapshot& s) {
                 m.sample(l.process, w.counters.*f.member);
         });
     }
+    m.family("sockherd_worker_rejections_total", counter,
+             "Clients the worker turned away or cut off, by reason (a limit hit or malformed input).");
+    each_row([&](const worker_row& w, const row_labels& l) {
+        if (l.process.empty())
+            return;
+        for (std::size_t i = 0; i < rejection_count; ++i)
+            m.sample(label_set({{"worker", l.worker}, {"pid", l.pid}, {"reason", rejection_names[i]}}),
+                     w.counters.rejections_total[i]);
+    });
     m.family("sockherd_worker_slot_restarts_total", counter,
              "Processes the worker slot started after its first (the slot outlives its processes).");
     each_row([&](const worker_row& w, const row_labels& l) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/rejections.hpp"
 #include "supervisor/redis_bridge.hpp"
 
 namespace sockherd::supervisor {
@@ -33,6 +34,7 @@ struct worker_counters {
     std::uint64_t deliveries_total = 0;          // messages handed to local subscribers
     std::uint64_t limit_hits_total = 0;          // size limits and timeouts hit by clients
     std::uint64_t bad_requests_total = 0;        // malformed requests / handshakes rejected
+    rejection_counts rejections_total{};         // the two above (and more) per reason
     std::uint64_t rss_bytes = 0;
     std::uint64_t uptime_ms = 0;                 // the worker's own clock
 };

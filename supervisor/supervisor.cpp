@@ -60,6 +60,7 @@ worker_counters counters_of(const ipc::heartbeat_msg& h) {
     c.deliveries_total = h.deliveries_total;
     c.limit_hits_total = h.limit_hits_total;
     c.bad_requests_total = h.bad_requests_total;
+    c.rejections_total = h.rejections_total;
     c.rss_bytes = h.rss_bytes;
     c.uptime_ms = h.uptime_ms;
     return c;
@@ -223,7 +224,7 @@ void supervisor::retire(worker_process& p, std::string reason) {
     if (auto* slot = slot_of(p))
         slot->vacate();
     p.retire(std::move(reason));
-    p.drain(config_.supervisor.drain_timeout);
+    p.drain(config_.supervisor.drain_timeout, false);
 }
 
 void supervisor::wait_signals() {
@@ -1116,7 +1117,7 @@ void supervisor::begin_stop(stop_mode mode) {
             slot->cancel_restart();
         for (auto& p : procs_)
             if (p && p->alive())
-                p->drain(config_.supervisor.drain_timeout);
+                p->drain(config_.supervisor.drain_timeout, true);
         stop_deadline_.expires_after(config_.supervisor.drain_timeout + drain_grace);
         stop_deadline_.async_wait([this](error_code ec) {
             if (ec)

@@ -180,12 +180,12 @@ void worker_process::hand_off(ipc::handoff_msg&& msg) {
     channel_->send(std::move(msg));
 }
 
-void worker_process::drain(std::chrono::milliseconds timeout) {
+void worker_process::drain(std::chrono::milliseconds timeout, bool node_stopping) {
     if (!alive())
         return;
     state_ = process_state::draining;
     if (channel_)
-        channel_->send(ipc::drain_msg{static_cast<std::uint32_t>(timeout.count())});
+        channel_->send(ipc::drain_msg{static_cast<std::uint32_t>(timeout.count()), node_stopping});
 }
 
 bool worker_process::send_relay(std::string_view frame) {

@@ -72,7 +72,8 @@ public:
 
     // Sends a batch of connections. The caller checked eligible().
     void hand_off(ipc::handoff_msg&& msg);
-    void drain(std::chrono::milliseconds timeout);
+    // `node_stopping`: see ipc::drain_msg.
+    void drain(std::chrono::milliseconds timeout, bool node_stopping);
     // Queues a relay encoded once for several workers. False, and counted as a dropped relay,
     // when the channel is closed or over its limit (a worker that does not keep up loses relays
     // rather than growing the supervisor's memory).

@@ -69,24 +69,25 @@ void http_session::on_read(error_code ec, std::size_t n) {
     if (ec == http::error::end_of_stream)
         return close();
     if (ec == beast::error::timeout) {
-        ++worker_.stats().limit_hits;
-        spdlog::debug("{}: request not received within header_timeout; closing", peer_.address().to_string());
+        worker_.reject(rejection::header_timeout);
+        spdlog::info("{}: request header not received within header_timeout ({} ms); 408",
+                     peer_.address().to_string(), worker_.cfg().http.header_timeout.count());
         return reply_error_and_close(http::status::request_timeout, "request timeout\n");
     }
     if (ec == http::error::header_limit) {
-        ++worker_.stats().limit_hits;
+        worker_.reject(rejection::header_too_large);
         spdlog::info("{}: request header over max_header_size ({} bytes); 431", peer_.address().to_string(),
                      worker_.cfg().http.max_header_size);
         return reply_error_and_close(http::status::request_header_fields_too_large, "request header too large\n");
     }
     if (ec == http::error::body_limit) {
-        ++worker_.stats().limit_hits;
+        worker_.reject(rejection::body_too_large);
         spdlog::info("{}: request body over max_body_size ({} bytes); 413", peer_.address().to_string(),
                      worker_.cfg().http.max_body_size);
         return reply_error_and_close(http::status::payload_too_large, "request body too large\n");
     }
     if (ec && ec.category() == http::make_error_code(http::error::bad_target).category()) {
-        ++worker_.stats().bad_requests;
+        worker_.reject(rejection::malformed_request);
         spdlog::info("{}: malformed request ({}); 400", peer_.address().to_string(), ec.message());
         return reply_error_and_close(http::status::bad_request, "bad request\n");
     }
@@ -122,11 +123,14 @@ void http_session::handle_request() {
 void http_session::upgrade(const route& r, std::string_view path) {
     const request& req = parser_->get();
     if (!websocket::is_upgrade(req)) {
+        worker_.reject(rejection::ws_bad_handshake);
+        spdlog::info("{}: {} without a WebSocket Upgrade on WebSocket route {}; 426", peer_.address().to_string(),
+                     std::string_view(req.method_string().data(), req.method_string().size()), r.config.path);
         auto res = make_response(req, http::status::upgrade_required, "this is a WebSocket endpoint\n");
         res.set(http::field::upgrade, "websocket");
         return send(std::move(res));
     }
-    if (worker_.draining())
+    if (worker_.node_stopping()) // the node goes away: the client should go to another one
         return send(make_response(req, http::status::service_unavailable, "draining\n"));
     ws_mode mode = ws_mode::echo;
     std::string channel;
@@ -154,7 +158,7 @@ void http_session::handle_publish(std::string_view path) {
         if (res->result() == http::status::unauthorized)
             spdlog::info("{}: publish to {} refused: missing or wrong bearer token", peer_.address().to_string(),
                          path.substr(publish_api::prefix.size(), 200));
-        ++worker_.stats().bad_requests;
+        ++worker_.stats().bad_ops;
         return send(std::move(*res));
     }
     auto message = std::get<shared_message>(std::move(checked));
@@ -176,7 +180,9 @@ response http_session::handle_healthz(const request& req) const {
         res.set(http::field::allow, "GET, HEAD");
         return res;
     }
-    const bool draining = worker_.draining();
+    // A worker retiring while the node serves on is not the node's health: only a stopping node
+    // says "draining" (the response closes the connection either way).
+    const bool draining = worker_.node_stopping();
     std::string body = "{\"status\":\"";
     body += draining ? "draining" : "ok";
     body += "\",\"worker\":" + std::to_string(worker_.slot()) + ",\"pid\":" + std::to_string(worker_.pid()) + "}\n";

@@ -64,8 +64,14 @@ void websocket_session::do_accept(request req) {
 
 void websocket_session::on_accept(error_code ec) {
     if (ec) {
-        ++worker_.stats().bad_requests;
-        spdlog::debug("{}: WebSocket handshake failed: {}", peer_.address().to_string(), ec.message());
+        if (ec == websocket::condition::handshake_failed) {
+            // Beast has answered it (400, or 426 naming the version it speaks).
+            worker_.reject(rejection::ws_bad_handshake);
+            spdlog::info("{}: bad WebSocket handshake on {} ({}); refused", peer_.address().to_string(),
+                         route_path_, ec.message());
+        } else {
+            spdlog::debug("{}: WebSocket handshake failed: {}", peer_.address().to_string(), ec.message());
+        }
         return;
     }
     accepted_ = true;
@@ -74,10 +80,12 @@ void websocket_session::on_accept(error_code ec) {
         do_close();
         return;
     }
-    if (worker_.draining()) {
+    if (worker_.node_stopping()) {
         close_with(websocket::close_code::going_away, "server is draining");
         return;
     }
+    if (worker_.draining())
+        drain(worker_.drain_deadline()); // this worker retires: 1001 by its deadline, like the others
     if (mode_ == ws_mode::pubsub_json) {
         // Says which worker serves this connection (shown by the demo chat; handy when debugging).
         std::string welcome = "{\"event\":\"welcome\",\"worker\":" + std::to_string(worker_.slot()) + "}";
@@ -139,7 +147,7 @@ void websocket_session::on_json_op(std::string_view text) {
     switch (op.kind) {
     case json_ops::op_kind::subscribe:
         if (!subscriptions_.count(op.channel) && subscriptions_.size() >= worker_.cfg().websocket.max_subscriptions) {
-            ++worker_.stats().limit_hits;
+            worker_.reject(rejection::subscriptions);
             enqueue_text(json_ops::encode_error(
                 {"too many subscriptions on one connection (max_subscriptions = " +
                      std::to_string(worker_.cfg().websocket.max_subscriptions) + ")",
@@ -299,9 +307,21 @@ void websocket_session::fail(error_code ec, std::string_view what) {
         ec == net::error::connection_reset || ec == beast::error::timeout)
         return;
     if (ec == websocket::error::message_too_big) {
-        ++worker_.stats().limit_hits;
+        worker_.reject(rejection::ws_message_too_big);
         spdlog::info("{}: WebSocket message over max_message_size ({} bytes); closed with 1009",
                      peer_.address().to_string(), worker_.cfg().websocket.max_message_size);
+        return;
+    }
+    if (ec == websocket::error::bad_frame_payload || ec == websocket::error::bad_close_payload) {
+        worker_.reject(rejection::ws_invalid_utf8);
+        spdlog::info("{}: WebSocket text that is not UTF-8 ({}); closed with 1007", peer_.address().to_string(),
+                     ec.message());
+        return;
+    }
+    if (ec == websocket::condition::protocol_violation) {
+        worker_.reject(rejection::ws_protocol_error);
+        spdlog::info("{}: WebSocket protocol violation ({}); closed with 1002", peer_.address().to_string(),
+                     ec.message());
         return;
     }
     spdlog::debug("{}: WebSocket {}: {}", peer_.address().to_string(), what, ec.message());

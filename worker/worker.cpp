@@ -80,7 +80,7 @@ int worker::run() {
         if (ec)
             return;
         spdlog::info("SIGTERM: draining");
-        begin_drain(config_ ? config_->supervisor.drain_timeout : std::chrono::milliseconds(30'000));
+        begin_drain(config_ ? config_->supervisor.drain_timeout : std::chrono::milliseconds(30'000), true);
     });
     install_test_hooks();
     ioc_.run();
@@ -119,7 +119,7 @@ void worker::on_message(ipc::message&& m) {
             } else if constexpr (std::is_same_v<T, ipc::handoff_msg>) {
                 accept_handoff(std::move(msg));
             } else if constexpr (std::is_same_v<T, ipc::drain_msg>) {
-                begin_drain(std::chrono::milliseconds(msg.timeout_ms));
+                begin_drain(std::chrono::milliseconds(msg.timeout_ms), msg.node_stopping);
             } else if constexpr (std::is_same_v<T, ipc::stop_msg>) {
                 spdlog::info("stop requested; exiting now");
                 exit_now(0);
@@ -235,8 +235,11 @@ void worker::send_heartbeat() {
     h.publishes_total = stats_.publishes;
     h.publish_drops_total = stats_.publish_drops;
     h.deliveries_total = stats_.deliveries;
-    h.limit_hits_total = stats_.limit_hits;
-    h.bad_requests_total = stats_.bad_requests + stats_.bad_ops;
+    h.limit_hits_total = 0;
+    h.bad_requests_total = stats_.bad_ops;
+    for (std::size_t i = 0; i < rejection_count; ++i)
+        (is_limit(static_cast<rejection>(i)) ? h.limit_hits_total : h.bad_requests_total) += stats_.rejections[i];
+    h.rejections_total = stats_.rejections;
     channel_->send(std::move(h));
 }
 
@@ -433,11 +436,15 @@ void worker::on_interest_ack(std::uint64_t seq) {
     }
 }
 
-void worker::begin_drain(std::chrono::milliseconds timeout) {
-    if (draining_)
+void worker::begin_drain(std::chrono::milliseconds timeout, bool node_stopping) {
+    if (draining_) {
+        node_stopping_ = node_stopping_ || node_stopping; // a retiring worker's node may stop too
         return;
+    }
     draining_ = true;
+    node_stopping_ = node_stopping;
     const auto deadline = connection::clock::now() + timeout;
+    drain_deadline_ = deadline;
     spdlog::info("draining: {} connection(s), {} WebSocket(s), deadline in {} ms", connections_.size(),
                  websockets_, timeout.count());
     // Sessions may deregister while draining; iterate over a snapshot.

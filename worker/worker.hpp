@@ -17,6 +17,7 @@
 #include "common/config.hpp"
 #include "common/ipc/channel.hpp"
 #include "common/net.hpp"
+#include "common/rejections.hpp"
 #include "worker/connection.hpp"
 #include "worker/hub.hpp"
 #include "worker/router.hpp"
@@ -32,8 +33,7 @@ struct worker_stats {
     std::uint64_t ws_messages_out = 0;
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
-    std::uint64_t limit_hits = 0;     // header/body/message size limits and timeouts
-    std::uint64_t bad_requests = 0;   // requests rejected as malformed
+    rejection_counts rejections{};    // clients turned away or cut off, per reason
     std::uint64_t bad_ops = 0;        // JSON pub/sub ops answered with an error
     std::uint64_t publishes = 0;      // messages published on this worker (WebSocket or HTTP)
     std::uint64_t relays_in = 0;      // messages relayed here from other workers
@@ -56,7 +56,13 @@ public:
     const config& cfg() const { return *config_; }
     std::shared_ptr<const router> routes() const { return router_; }
     bool draining() const { return draining_; }
+    // Draining because the whole node stops, not because this worker alone retires.
+    bool node_stopping() const { return node_stopping_; }
+    // When draining: the time by which every WebSocket is closed.
+    connection::clock::time_point drain_deadline() const { return drain_deadline_; }
     worker_stats& stats() { return stats_; }
+    // Counts one client turned away or cut off for `why`.
+    void reject(rejection why) { ++stats_.rejections[static_cast<std::size_t>(why)]; }
 
     // Session bookkeeping; `websocket` sessions are counted separately.
     void add(connection& c, bool websocket);
@@ -87,7 +93,7 @@ private:
     void apply_config(ipc::config_msg&& m);
     void close_sessions_of_removed_routes(const config& previous);
     void accept_handoff(ipc::handoff_msg&& m);
-    void begin_drain(std::chrono::milliseconds timeout);
+    void begin_drain(std::chrono::milliseconds timeout, bool node_stopping);
     void maybe_finish_drain();
     void report_load();
     void send_heartbeat();
@@ -132,6 +138,8 @@ private:
     std::uint64_t handoffs_received_ = 0;
     bool load_report_posted_ = false;
     bool draining_ = false;
+    bool node_stopping_ = false;
+    connection::clock::time_point drain_deadline_{};
     bool drained_sent_ = false;
     int exit_code_ = 0;
     worker_stats stats_;

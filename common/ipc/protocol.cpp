@@ -130,7 +130,10 @@ void encode_payload(writer& w, const handoff_msg& m) {
     for (const auto& c : m.connections)
         put_endpoint(w, c.peer);
 }
-void encode_payload(writer& w, const drain_msg& m) { w.u32(m.timeout_ms); }
+void encode_payload(writer& w, const drain_msg& m) {
+    w.u32(m.timeout_ms);
+    w.u8(m.node_stopping ? 1 : 0);
+}
 void encode_payload(writer&, const stop_msg&) {}
 void encode_payload(writer& w, const ready_msg& m) {
     w.u64(m.generation);
@@ -251,7 +254,9 @@ bool decode_payload(reader& r, handoff_msg& m) {
 }
 bool decode_payload(reader& r, drain_msg& m) {
     m.timeout_ms = r.u32();
-    return true;
+    const auto stopping = r.u8();
+    m.node_stopping = stopping == 1;
+    return stopping <= 1;
 }
 bool decode_payload(reader&, stop_msg&) { return true; }
 bool decode_payload(reader& r, ready_msg& m) {

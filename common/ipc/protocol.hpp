@@ -36,6 +36,7 @@
 #include <boost/container/static_vector.hpp>
 
 #include "common/pubsub.hpp"
+#include "common/rejections.hpp"
 #include "common/unique_fd.hpp"
 
 namespace sockherd::ipc {
@@ -90,8 +91,14 @@ struct handoff_msg {
 
 // Supervisor -> worker: take no new work; close idle keep-alive connections, finish in-flight
 // responses, close WebSockets with 1001 within `timeout_ms`, then send `drained` and exit.
+// `node_stopping`: the whole node is going away (SIGTERM, `sockherd stop`), so /healthz says
+// "draining" and a WebSocket handshake in flight is refused with 503. Otherwise only this worker
+// retires (reload roll, scale-down, memory replacement) while the node serves on: a request that
+// was on its way to it is still served in full, a WebSocket included (closed with 1001 by the
+// deadline like the others), so a client never sees the node refuse it.
 struct drain_msg {
     std::uint32_t timeout_ms = 0;
+    bool node_stopping = false;
 };
 
 // Supervisor -> worker: exit now.
@@ -134,6 +141,7 @@ struct heartbeat_msg {
     std::uint64_t deliveries_total = 0;
     std::uint64_t limit_hits_total = 0;
     std::uint64_t bad_requests_total = 0;
+    rejection_counts rejections_total{}; // per reason (common/rejections.hpp)
 
     // Every u64 counter in wire order: encode and decode both walk this one list.
     template <class Self, class F>
@@ -145,6 +153,8 @@ struct heartbeat_msg {
                             &m.publish_drops_total, &m.deliveries_total, &m.limit_hits_total,
                             &m.bad_requests_total})
             f(*field);
+        for (auto& r : m.rejections_total)
+            f(r);
     }
 };
 

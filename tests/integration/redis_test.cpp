@@ -1229,7 +1229,11 @@ TEST_F(redis, reload_of_max_message_size_reaches_the_bridge) {
         s.replace(at, before.size(), "max_message_size = \"2MiB\"");
         n->dir().write_file(n->config_path().filename(), s);
         ASSERT_TRUE(n->signal(SIGHUP));
-        const auto w = wait_status(*n, [](const json& st) { return int_field(st, "generation") == 2; }, 20s);
+        // last_reload turns "ok" once the workers have the new configuration, a moment after
+        // the generation goes up.
+        const auto w = wait_status(*n, [](const json& st) {
+            return int_field(st, "generation") == 2 && str_field(last_reload(st), "result") != "none";
+        }, 20s);
         ASSERT_TRUE(w.ok) << "no generation 2: " << rows(w.last);
         EXPECT_EQ(str_field(last_reload(*w.last), "result"), "ok");
     }
@@ -1288,7 +1292,10 @@ TEST_F(redis, reload_replacing_the_bridge_keeps_its_counters) {
     s.replace(at, before.size(), "command_timeout = \"3s\"");
     a.dir().write_file(a.config_path().filename(), s);
     ASSERT_TRUE(a.signal(SIGHUP));
-    w = wait_status(a, [](const json& st) { return int_field(st, "generation") == 2 && bridge_ready(st, 1); }, 20s);
+    w = wait_status(a, [](const json& st) {
+        return int_field(st, "generation") == 2 && str_field(last_reload(st), "result") != "none" &&
+            bridge_ready(st, 1);
+    }, 20s);
     ASSERT_TRUE(w.ok) << "no generation 2 with the bridge ready: " << redis_dump(w.last);
     EXPECT_EQ(str_field(last_reload(*w.last), "result"), "ok");
     EXPECT_EQ(redis_int(*w.last, "messages_out"), 3) << "the counter went back: " << redis_dump(w.last);

@@ -47,6 +47,8 @@ TEST(protocol, handoff_round_trip_keeps_peers_and_count) {
 
 TEST(protocol, small_messages_round_trip) {
     EXPECT_EQ(std::get<drain_msg>(round_trip(drain_msg{30000}).msg).timeout_ms, 30000u);
+    EXPECT_FALSE(std::get<drain_msg>(round_trip(drain_msg{1, false}).msg).node_stopping);
+    EXPECT_TRUE(std::get<drain_msg>(round_trip(drain_msg{1, true}).msg).node_stopping);
     round_trip(stop_msg{});
     auto ready = std::get<ready_msg>(round_trip(ready_msg{9, 1234}).msg);
     EXPECT_EQ(ready.generation, 9u);
@@ -76,7 +78,8 @@ TEST(protocol, heartbeat_round_trip_keeps_every_counter_in_place) {
     heartbeat_msg::for_each_counter(in, [&](std::uint64_t v) { a.push_back(v); });
     heartbeat_msg::for_each_counter(out, [&](std::uint64_t v) { b.push_back(v); });
     EXPECT_EQ(a, b);
-    EXPECT_EQ(a.size(), 18u);
+    EXPECT_EQ(a.size(), 18u + rejection_count);
+    EXPECT_EQ(out.rejections_total, in.rejections_total);
     EXPECT_EQ(out.bad_requests_total, in.bad_requests_total);
     EXPECT_EQ(out.uptime_ms, in.uptime_ms);
 }

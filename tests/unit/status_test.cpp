@@ -50,6 +50,8 @@ worker_counters counters_from(std::uint64_t base) {
     std::uint64_t i = 0;
     for (const auto& [name, member] : counter_names)
         c.*member = base + i++;
+    for (auto& r : c.rejections_total)
+        r = base + 100 + i++;
     c.uptime_ms = base * 1000;
     return c;
 }
@@ -159,7 +161,9 @@ TEST(StatusJson, top_level_fields_and_values) {
     EXPECT_EQ(j["workers_configured"], 3);
     EXPECT_EQ(j["workers_up"], 2);
     EXPECT_EQ(j["healthy"], true);
-    EXPECT_EQ(j["totals"], (json{{"handoffs", 77},
+    json totals = j["totals"];
+    totals.erase("rejections"); // checked in worker_objects_are_flat_with_every_counter
+    EXPECT_EQ(totals, (json{{"handoffs", 77},
                                  {"relays", 88},
                                  {"worker_restarts", 4},
                                  {"watchdog_kills", 1},
@@ -178,7 +182,7 @@ TEST(StatusJson, worker_objects_are_flat_with_every_counter) {
 
     std::vector<std::string> expected_keys{"id", "pid", "state", "generation", "uptime_seconds",
                                            "heartbeat_age_seconds", "worker_uptime_ms", "restarts", "last_exit",
-                                           "relay_drops_total"};
+                                           "relay_drops_total", "rejections"};
     for (const auto& [name, member] : counter_names)
         expected_keys.push_back(name);
     for (std::size_t i = 0; i < s.workers.size(); ++i) {
@@ -194,6 +198,22 @@ TEST(StatusJson, worker_objects_are_flat_with_every_counter) {
         EXPECT_EQ(w["worker_uptime_ms"], row.counters.uptime_ms);
         for (const auto& [name, member] : counter_names)
             EXPECT_EQ(w[name], row.counters.*member) << "worker " << i << " " << name;
+        // Every reason under its documented name, and nothing else.
+        ASSERT_TRUE(w["rejections"].is_object());
+        EXPECT_EQ(w["rejections"].size(), rejection_count);
+        EXPECT_EQ(w["rejections"]["malformed_request"], row.counters.rejections_total[0]);
+        EXPECT_EQ(w["rejections"]["tls_handshake_timeout"], row.counters.rejections_total[rejection_count - 1]);
+        for (std::size_t r = 0; r < rejection_count; ++r)
+            EXPECT_EQ(w["rejections"][std::string(rejection_names[r])], row.counters.rejections_total[r]);
+    }
+    // The node's totals: each reason summed over the rows.
+    const auto& totals = j["totals"]["rejections"];
+    ASSERT_TRUE(totals.is_object());
+    for (std::size_t r = 0; r < rejection_count; ++r) {
+        std::uint64_t sum = 0;
+        for (const auto& row : s.workers)
+            sum += row.counters.rejections_total[r];
+        EXPECT_EQ(totals[std::string(rejection_names[r])], sum) << rejection_names[r];
     }
     EXPECT_EQ(j["workers"][0]["pid"], 101);
     EXPECT_DOUBLE_EQ(j["workers"][0]["uptime_seconds"].get<double>(), 600.25);
@@ -554,6 +574,19 @@ TEST(StatusMetrics, per_worker_series_are_labelled_by_slot_and_pid) {
                 family + "{worker=\"" + std::to_string(w.id) + "\",pid=\"" + std::to_string(*w.pid) + "\"}";
             ASSERT_TRUE(p.series.count(key)) << key;
             EXPECT_EQ(p.series.at(key), static_cast<double>(w.counters.*member)) << key;
+        }
+    }
+    // Rejections: one series per process and reason.
+    ASSERT_EQ(p.types.count("sockherd_worker_rejections_total"), 1u);
+    EXPECT_EQ(p.types.at("sockherd_worker_rejections_total"), "counter");
+    for (const auto& w : s.workers) {
+        if (!w.pid)
+            continue;
+        for (std::size_t r = 0; r < rejection_count; ++r) {
+            const auto key = "sockherd_worker_rejections_total{worker=\"" + std::to_string(w.id) + "\",pid=\"" +
+                std::to_string(*w.pid) + "\",reason=\"" + std::string(rejection_names[r]) + "\"}";
+            ASSERT_TRUE(p.series.count(key)) << key;
+            EXPECT_EQ(p.series.at(key), static_cast<double>(w.counters.rejections_total[r])) << key;
         }
     }
     EXPECT_EQ(p.series.at("sockherd_worker_up{worker=\"0\",pid=\"101\"}"), 1);
