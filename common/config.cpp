@@ -191,6 +191,21 @@ public:
         out = static_cast<int>(v->get());
     }
 
+    // A count (connections, requests): an integer, no unit.
+    void read_count(std::string_view key, std::uint64_t& out, std::int64_t min, std::int64_t max) const {
+        const auto* node = find(key);
+        if (node == nullptr)
+            return;
+        const auto* v = node->as_integer();
+        if (v == nullptr)
+            wrong_type(*node, key, "an integer");
+        if (v->get() < min || v->get() > max)
+            fail(*node, key,
+                 "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
+                     std::to_string(v->get()));
+        out = static_cast<std::uint64_t>(v->get());
+    }
+
     void read_bool(std::string_view key, bool& out) const {
         const auto* node = find(key);
         if (node == nullptr)
@@ -334,7 +349,7 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
     std::vector<listener_config> listeners;
     std::vector<std::uint32_t> lines; // where each listener's address was written
     for (const auto& element : tables) {
-        section s(*element.as_table(), "[[listener]]", {"address", "mode", "backlog"});
+        section s(*element.as_table(), "[[listener]]", {"address", "mode", "backlog", "proxy_protocol", "tls"});
         listener_config l;
         const auto& address = s.require("address");
         l.address = s.string_value(address, "address");
@@ -355,6 +370,23 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
             s.fail(*s.find("mode"), "mode",
                    "\"" + std::string(to_string(l.mode)) + "\" is not implemented yet; only \"handoff\" is");
         s.read_int("backlog", l.backlog, 1, 65535);
+        s.read_bool("proxy_protocol", l.proxy_protocol);
+        if (const auto* tls = s.find("tls")) {
+            const auto* t = tls->as_table();
+            if (t == nullptr)
+                s.wrong_type(*tls, "tls", "an inline table like { cert = \"/etc/ssl/site.pem\", key = \"/etc/ssl/site.key\" }");
+            section ts(*t, s.name("tls"), {"cert", "key"});
+            tls_files files;
+            for (auto [key, out] : {std::pair<std::string_view, std::string*>{"cert", &files.cert}, {"key", &files.key}}) {
+                const auto& node = ts.require(key);
+                *out = ts.string_value(node, key);
+                if (out->empty() || out->front() != '/')
+                    ts.fail(node, key, "must be an absolute path, got \"" + *out + "\"");
+                if (out->size() > 4096 || out->find('\0') != std::string::npos)
+                    ts.fail(node, key, "not a usable path");
+            }
+            l.tls = std::move(files);
+        }
         listeners.push_back(std::move(l));
         lines.push_back(address.source().begin.line);
     }
@@ -405,8 +437,38 @@ void read_supervisor(const toml::table& table, config& cfg) {
                "must be 0 (no limit) or at least 16MiB, got " + format_size(sup.max_worker_memory));
 }
 
+// An array of strings, each checked by `parse` (nullopt = invalid: `what` says what was expected).
+template <class T, class Parse>
+std::vector<T> read_list(const section& s, std::string_view key, std::size_t max_items, Parse parse,
+                         std::string_view what) {
+    std::vector<T> out;
+    const auto* node = s.find(key);
+    if (node == nullptr)
+        return out;
+    const auto* a = node->as_array();
+    if (a == nullptr)
+        s.wrong_type(*node, key, "an array of strings");
+    if (a->size() > max_items)
+        s.fail(*node, key, "at most " + std::to_string(max_items) + " entries, got " + std::to_string(a->size()));
+    for (const auto& element : *a) {
+        const auto& text = s.string_value(element, key);
+        auto parsed = parse(text);
+        if (!parsed)
+            s.fail(element, key, "invalid entry \"" + text + "\" (expected " + std::string(what) + ")");
+        out.push_back(std::move(*parsed));
+    }
+    return out;
+}
+
 void read_http(const toml::table& table, config& cfg) {
-    section s(table, "[http]", {"max_header_size", "max_body_size", "header_timeout", "keepalive_timeout"});
+    section s(table, "[http]",
+              {"max_header_size", "max_body_size", "header_timeout", "keepalive_timeout", "max_requests_per_connection",
+               "trusted_proxies"});
+    s.read_count("max_requests_per_connection", cfg.http.max_requests_per_connection, 1, 1'000'000'000);
+    if (s.find("trusted_proxies"))
+        cfg.http.trusted_proxies = read_list<cidr>(
+            s, "trusted_proxies", 1024, [](const std::string& t) { return parse_cidr(t); },
+            "an address or a CIDR range like \"10.0.0.0/8\" or \"2001:db8::/32\", host bits clear");
     s.read_size("max_header_size", cfg.http.max_header_size, kib, mib);
     s.read_size("max_body_size", cfg.http.max_body_size, 0, gib);
     s.read_duration("header_timeout", cfg.http.header_timeout, section::zero::rejected);
@@ -414,13 +476,39 @@ void read_http(const toml::table& table, config& cfg) {
 }
 
 void read_websocket(const toml::table& table, config& cfg) {
-    section s(table, "[websocket]", {"max_message_size", "idle_timeout", "send_queue_limit", "max_subscriptions"});
+    section s(table, "[websocket]",
+              {"max_message_size", "idle_timeout", "send_queue_limit", "max_subscriptions", "ping_interval",
+               "allowed_origins"});
+    if (s.find("allowed_origins"))
+        cfg.websocket.allowed_origins = read_list<origin_pattern>(
+            s, "allowed_origins", 1024, [](const std::string& t) { return parse_origin_pattern(t); },
+            "\"https://example.com\", \"https://*.example.com\", \"http://localhost:8080\" or \"*\"");
+    s.read_duration("ping_interval", cfg.websocket.ping_interval, section::zero::allowed);
     s.read_size("max_message_size", cfg.websocket.max_message_size, kib, 64 * mib);
     s.read_duration("idle_timeout", cfg.websocket.idle_timeout, section::zero::rejected);
     s.read_size("send_queue_limit", cfg.websocket.send_queue_limit, kib, 1024 * mib);
     int max_subs = static_cast<int>(cfg.websocket.max_subscriptions);
     s.read_int("max_subscriptions", max_subs, 1, 100'000);
     cfg.websocket.max_subscriptions = static_cast<std::size_t>(max_subs);
+    auto& ws = cfg.websocket;
+    if (ws.ping_interval.count() != 0 && ws.ping_interval >= ws.idle_timeout) {
+        // A short idle_timeout with the default interval: ping at half of it. Written by hand,
+        // it is a mistake: a live but quiet client would be cut off.
+        if (const auto* ping = s.find("ping_interval"))
+            s.fail(*ping, "ping_interval",
+                   "ping_interval (" + format_duration(ws.ping_interval) + ") must be shorter than idle_timeout (" +
+                       format_duration(ws.idle_timeout) + "), or a live but quiet client is cut off");
+        ws.ping_interval = std::max(duration(1), ws.idle_timeout / 2);
+    }
+}
+
+void read_limits(const toml::table& table, config& cfg) {
+    section s(table, "[limits]",
+              {"max_connections_per_worker", "max_connections_per_ip", "proxy_header_timeout", "tls_handshake_timeout"});
+    s.read_count("max_connections_per_worker", cfg.limits.max_connections_per_worker, 0, 100'000'000);
+    s.read_count("max_connections_per_ip", cfg.limits.max_connections_per_ip, 0, 100'000'000);
+    s.read_duration("proxy_header_timeout", cfg.limits.proxy_header_timeout, section::zero::rejected);
+    s.read_duration("tls_handshake_timeout", cfg.limits.tls_handshake_timeout, section::zero::rejected);
 }
 
 void read_admin(const toml::table& table, config& cfg) {
@@ -553,7 +641,7 @@ std::vector<route_config> read_routes(const toml::array& tables) {
 void read_document(const toml::table& root, config& cfg) {
     static constexpr std::string_view known[] = {"server", "listener",  "scheduler", "supervisor",
                                                  "http",   "websocket", "log",       "route", "publish",
-                                                 "admin",  "redis"};
+                                                 "admin",  "redis",     "limits"};
     const toml::key* unknown = nullptr;
     for (auto&& [key, node] : root)
         if (std::find(std::begin(known), std::end(known), key.str()) == std::end(known) &&
@@ -583,10 +671,13 @@ void read_document(const toml::table& root, config& cfg) {
         read_http(section_table(*node, "http"), cfg);
     if (const auto* node = root.get("websocket"))
         read_websocket(section_table(*node, "websocket"), cfg);
+    if (const auto* node = root.get("limits"))
+        read_limits(section_table(*node, "limits"), cfg);
     if (const auto* node = root.get("log")) {
-        section s(section_table(*node, "log"), "[log]", {"level", "format"});
+        section s(section_table(*node, "log"), "[log]", {"level", "format", "access"});
         s.read_choice<log_level>("level", cfg.log.level, log_levels);
         s.read_choice<log_format>("format", cfg.log.format, log_formats);
+        s.read_bool("access", cfg.log.access);
     }
     if (const auto* node = root.get("route"))
         cfg.routes = read_routes(section_array(*node, "route"));

@@ -13,6 +13,8 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "common/cidr.hpp"
+#include "common/origin.hpp"
 #include "common/redis_url.hpp"
 
 namespace sockherd {
@@ -31,11 +33,25 @@ enum class pubsub_protocol { raw, json };
 enum class log_format { text, json };
 enum class log_level { trace, debug, info, warn, error };
 
+// A listener's TLS certificate chain and private key (PEM files, absolute paths). The supervisor
+// reads them at start and on every reload (workers, which may run as another user, never open
+// them), checks that they load and match, and passes the bytes to the workers with the config.
+struct tls_files {
+    std::string cert; // certificate chain, leaf first
+    std::string key;  // private key, unencrypted
+    bool operator==(const tls_files&) const = default;
+};
+
 struct listener_config {
     std::string address;                   // as written, e.g. "0.0.0.0:8080", "[::]:80"
     boost::asio::ip::tcp::endpoint endpoint; // parsed from address
     listener_mode mode = listener_mode::handoff;
     int backlog = 4096;
+    // Every connection starts with a PROXY protocol v1 or v2 header (from HAProxy, nginx, a cloud
+    // load balancer); its source address is the client's. Without a valid one, the connection is
+    // closed.
+    bool proxy_protocol = false;
+    std::optional<tls_files> tls; // HTTPS and wss:// on this listener
 };
 
 struct route_config {
@@ -89,6 +105,10 @@ struct config {
         std::uint64_t max_body_size = 1024 * 1024;   // request body
         duration header_timeout{10'000};             // time to receive a whole request header
         duration keepalive_timeout{75'000};          // idle time between requests on one connection
+        std::uint64_t max_requests_per_connection = 1000; // then the response says Connection: close
+        // Peers whose X-Forwarded-For / Forwarded headers name the client (for logs and the
+        // per-IP limit of WebSocket sessions); from any other peer those headers are ignored.
+        std::vector<cidr> trusted_proxies;
     } http;
 
     struct websocket_section {
@@ -96,7 +116,22 @@ struct config {
         duration idle_timeout{60'000};
         std::uint64_t send_queue_limit = 4 * 1024 * 1024; // per session; a slower reader is cut off
         std::size_t max_subscriptions = 100;               // channels one JSON-protocol connection may hold
+        // A ping this often (under the 60 s idle timeout of common load balancers); a client
+        // from which nothing (no pong, no message) arrives for idle_timeout is disconnected.
+        duration ping_interval{25'000};
+        std::vector<origin_pattern> allowed_origins; // empty: any Origin (common/origin.hpp)
     } websocket;
+
+    // Connection limits, enforced by each worker.
+    struct limits_section {
+        // Connections one worker holds at most; 0 = its open-file limit less a reserve.
+        std::uint64_t max_connections_per_worker = 0;
+        // Connections from one client address per worker (the PROXY protocol address when the
+        // listener has one; peers in trusted_proxies are exempt). 0 = no limit.
+        std::uint64_t max_connections_per_ip = 4096;
+        duration proxy_header_timeout{5'000};  // the PROXY header must arrive within this
+        duration tls_handshake_timeout{10'000};
+    } limits;
 
     struct publish_section {
         std::vector<std::string> tokens; // bearer tokens for POST /publish/<channel>; none = disabled
@@ -122,6 +157,7 @@ struct config {
     struct log_section {
         log_level level = log_level::info;
         log_format format = log_format::text;
+        bool access = false; // one info line per HTTP request and per WebSocket session
     } log;
 
     std::vector<route_config> routes;

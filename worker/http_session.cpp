@@ -2,14 +2,38 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/forwarded.hpp"
+#include "common/proxy_protocol.hpp"
 #include "worker/publish_api.hpp"
 #include "worker/websocket_session.hpp"
 #include "worker/worker.hpp"
 
 namespace sockherd::worker {
+namespace {
+
+// A request target or header value for a log line: printable ASCII, at most 200 bytes.
+std::string loggable(std::string_view s) {
+    constexpr std::size_t max = 200;
+    std::string out;
+    out.reserve(std::min(s.size(), max));
+    for (std::size_t i = 0; i < s.size() && i < max; ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        out += c >= 0x20 && c < 0x7F && c != '"' && c != '\\' ? static_cast<char>(c) : '?';
+    }
+    if (s.size() > max)
+        out += "...";
+    return out;
+}
+
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
+
+} // namespace
 
 http_session::http_session(worker& w, tcp::socket socket, tcp::endpoint peer, std::uint16_t listener_id)
-    : worker_(w), stream_(std::move(socket)), peer_(peer), listener_id_(listener_id), routes_(w.routes()) {}
+    : worker_(w), stream_(std::move(socket)), peer_(peer), listener_id_(listener_id), routes_(w.routes()) {
+    const auto& listeners = w.cfg().listeners;
+    proxy_protocol_ = listener_id < listeners.size() && listeners[listener_id].proxy_protocol;
+}
 
 http_session::~http_session() {
     if (registered_)
@@ -19,6 +43,65 @@ http_session::~http_session() {
 void http_session::run() {
     worker_.add(*this, false);
     registered_ = true;
+    if (worker_.connection_count() > worker_.connection_limit()) {
+        worker_.reject(rejection::worker_connections);
+        spdlog::info("{}: worker holds {} connections, its limit (max_connections_per_worker); 503",
+                     peer_.address().to_string(), worker_.connection_limit());
+        return reply_error_and_close(http::status::service_unavailable, "server busy\n");
+    }
+    if (proxy_protocol_)
+        return do_read_proxy_header();
+    admit_client();
+}
+
+// A proxy_protocol listener: the PROXY header comes first, within proxy_header_timeout; the HTTP
+// bytes read with it stay in buffer_ for the request parser.
+void http_session::do_read_proxy_header() {
+    stream_.expires_after(worker_.cfg().limits.proxy_header_timeout);
+    stream_.async_read_some(buffer_.prepare(512), [self = shared_from_this()](error_code ec, std::size_t n) {
+        self->on_proxy_bytes(ec, n);
+    });
+}
+
+void http_session::on_proxy_bytes(error_code ec, std::size_t n) {
+    if (ec == beast::error::timeout) {
+        worker_.reject(rejection::proxy_header_timeout);
+        spdlog::info("{}: no PROXY header within proxy_header_timeout ({} ms); closed", peer_.address().to_string(),
+                     worker_.cfg().limits.proxy_header_timeout.count());
+        return close();
+    }
+    if (ec)
+        return fail(ec, "read PROXY header");
+    buffer_.commit(n);
+    worker_.stats().bytes_in += n;
+    const auto data = buffer_.data();
+    const auto parsed = proxy_protocol::parse({static_cast<const char*>(data.data()), data.size()});
+    switch (parsed.st) {
+    case proxy_protocol::status::need_more: return do_read_proxy_header();
+    case proxy_protocol::status::invalid:
+        worker_.reject(rejection::proxy_header_invalid);
+        spdlog::info("{}: invalid PROXY header on a proxy_protocol listener ({}); closed",
+                     peer_.address().to_string(), parsed.error);
+        return close();
+    case proxy_protocol::status::done: break;
+    }
+    buffer_.consume(parsed.h.length);
+    // LOCAL (the proxy's own health check) and address-less headers keep the socket's peer.
+    if (parsed.h.cmd == proxy_protocol::command::proxy && parsed.h.source)
+        peer_ = *parsed.h.source;
+    admit_client();
+}
+
+// The client's address is known: count it against max_connections_per_ip, then serve.
+void http_session::admit_client() {
+    auto claim = worker_.claim_ip(peer_.address());
+    if (!claim) {
+        worker_.reject(rejection::ip_connections);
+        spdlog::info("{}: this address holds max_connections_per_ip ({}) connections on this worker; 429",
+                     peer_.address().to_string(), worker_.cfg().limits.max_connections_per_ip);
+        return reply_error_and_close(http::status::too_many_requests, "too many connections from your address\n");
+    }
+    ip_claim_ = std::move(*claim);
     do_wait_request();
 }
 
@@ -124,14 +207,41 @@ void http_session::upgrade(const route& r, std::string_view path) {
     const request& req = parser_->get();
     if (!websocket::is_upgrade(req)) {
         worker_.reject(rejection::ws_bad_handshake);
-        spdlog::info("{}: {} without a WebSocket Upgrade on WebSocket route {}; 426", peer_.address().to_string(),
+        spdlog::info("{}: {} without a WebSocket Upgrade on WebSocket route {}; 426", client_text(),
                      std::string_view(req.method_string().data(), req.method_string().size()), r.config.path);
         auto res = make_response(req, http::status::upgrade_required, "this is a WebSocket endpoint\n");
         res.set(http::field::upgrade, "websocket");
         return send(std::move(res));
     }
+    if (const auto origin = req[http::field::origin];
+        !origin.empty() && !origin_allowed(worker_.cfg().websocket.allowed_origins, view(origin))) {
+        worker_.reject(rejection::origin_refused);
+        spdlog::info("{}: WebSocket handshake from Origin \"{}\", not in allowed_origins; 403", client_text(),
+                     loggable(view(origin)));
+        return send(make_response(req, http::status::forbidden, "origin not allowed\n"));
+    }
     if (worker_.node_stopping()) // the node goes away: the client should go to another one
         return send(make_response(req, http::status::service_unavailable, "draining\n"));
+    // From a trusted proxy, the session counts against the forwarded client's address instead.
+    ip_claim claim = std::move(ip_claim_);
+    tcp::endpoint client = peer_;
+    if (any_contains(worker_.cfg().http.trusted_proxies, peer_.address())) {
+        client.address(forwarded_client(peer_.address(), view(req["X-Forwarded-For"]),
+                                        view(req[http::field::forwarded]), worker_.cfg().http.trusted_proxies));
+        if (client.address() != unmapped(peer_.address())) {
+            auto forwarded_claim = worker_.claim_ip(client.address());
+            if (!forwarded_claim) {
+                ip_claim_ = std::move(claim);
+                worker_.reject(rejection::ip_connections);
+                spdlog::info("{}: this address holds max_connections_per_ip ({}) connections on this worker; 429",
+                             client.address().to_string(), worker_.cfg().limits.max_connections_per_ip);
+                close_after_ = true;
+                return send(make_response(req, http::status::too_many_requests,
+                                          "too many connections from your address\n"));
+            }
+            claim = std::move(*forwarded_claim);
+        }
+    }
     ws_mode mode = ws_mode::echo;
     std::string channel;
     if (r.config.kind == route_kind::pubsub) {
@@ -145,8 +255,11 @@ void http_session::upgrade(const route& r, std::string_view path) {
     }
     upgraded_ = true;
     stream_.expires_never();
-    auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), peer_, mode, std::move(channel),
-                                                  r.config.path);
+    if (worker_.cfg().log.access)
+        spdlog::info("{} \"{} {}\" 101 websocket", client.address().to_string(), view(req.method_string()),
+                     loggable(view(req.target())));
+    auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), client, mode, std::move(channel),
+                                                  r.config.path, std::move(claim));
     ws->run(parser_->release());
     // This session ends here; the WebSocket session owns the socket now.
 }
@@ -156,7 +269,7 @@ void http_session::handle_publish(std::string_view path) {
     auto checked = publish_api::check(req, path, worker_.cfg());
     if (auto* res = std::get_if<string_response>(&checked)) {
         if (res->result() == http::status::unauthorized)
-            spdlog::info("{}: publish to {} refused: missing or wrong bearer token", peer_.address().to_string(),
+            spdlog::info("{}: publish to {} refused: missing or wrong bearer token", client_text(),
                          path.substr(publish_api::prefix.size(), 200));
         ++worker_.stats().bad_ops;
         return send(std::move(*res));
@@ -202,14 +315,24 @@ response http_session::handle_healthz(const request& req) const {
 void http_session::send(response res) {
     response_ = std::move(res);
     bool close = false;
+    const auto max_requests = worker_.cfg().http.max_requests_per_connection;
+    if (requests_ >= max_requests && !close_after_) {
+        close_after_ = true;
+        worker_.reject(rejection::keepalive_requests);
+        spdlog::debug("{}: {} requests on one connection (max_requests_per_connection); closing after this one",
+                      client_text(), requests_);
+    }
+    unsigned status = 0;
     std::visit(
         [&](auto& m) {
             decorate(m, worker_.slot());
             if (worker_.draining() || close_after_)
                 m.keep_alive(false);
             close = m.need_eof();
+            status = m.result_int();
         },
         *response_);
+    access_log(status);
     stream_.expires_after(worker_.cfg().http.keepalive_timeout);
     std::visit(
         [&](auto& m) {
@@ -239,6 +362,29 @@ void http_session::reply_error_and_close(http::status status, std::string_view w
     res.prepare_payload();
     close_after_ = true;
     send(std::move(res));
+}
+
+std::string http_session::client_text() const {
+    if (parser_ && parser_->is_header_done() && any_contains(worker_.cfg().http.trusted_proxies, peer_.address())) {
+        const auto& req = parser_->get();
+        return forwarded_client(peer_.address(), view(req["X-Forwarded-For"]),
+                                view(req[http::field::forwarded]), worker_.cfg().http.trusted_proxies)
+            .to_string();
+    }
+    return peer_.address().to_string();
+}
+
+// [log] access: one line per response, "client "METHOD target" status".
+void http_session::access_log(unsigned status) const {
+    if (!worker_.cfg().log.access)
+        return;
+    if (parser_ && parser_->is_header_done()) {
+        const auto& req = parser_->get();
+        spdlog::info("{} \"{} {}\" {}", client_text(), view(req.method_string()), loggable(view(req.target())),
+                     status);
+    } else {
+        spdlog::info("{} \"-\" {}", client_text(), status);
+    }
 }
 
 void http_session::drain(clock::time_point) {

@@ -10,6 +10,7 @@
 #include "worker/connection.hpp"
 #include "worker/response.hpp"
 #include "worker/router.hpp"
+#include "worker/worker.hpp"
 
 namespace sockherd::worker {
 
@@ -25,6 +26,9 @@ public:
     void abort() override;
 
 private:
+    void do_read_proxy_header();
+    void on_proxy_bytes(error_code ec, std::size_t n);
+    void admit_client();
     void do_wait_request();
     void on_first_bytes(error_code ec, std::size_t n);
     void do_read_request();
@@ -33,6 +37,8 @@ private:
     void send(response res);
     void on_write(error_code ec, std::size_t n, bool close);
     void reply_error_and_close(http::status status, std::string_view why);
+    void access_log(unsigned status) const;
+    std::string client_text() const; // the client's address, for log lines
     void close();
     void fail(error_code ec, std::string_view what);
 
@@ -42,8 +48,10 @@ private:
 
     worker& worker_;
     beast::tcp_stream stream_;
-    tcp::endpoint peer_;
+    tcp::endpoint peer_; // the client: the socket's peer, or the PROXY header's source
     std::uint16_t listener_id_;
+    bool proxy_protocol_ = false; // the listener's, when the connection arrived
+    ip_claim ip_claim_;           // this connection counted against max_connections_per_ip
     std::shared_ptr<const router> routes_; // the table this connection started with
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;

@@ -15,16 +15,19 @@ constexpr std::chrono::seconds handshake_timeout{10};
 } // namespace
 
 websocket_session::websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode,
-                                     std::string channel, std::string route_path)
+                                     std::string channel, std::string route_path, ip_claim claim)
     : worker_(w), ws_(std::move(socket)), peer_(peer), mode_(mode), route_path_(std::move(route_path)),
-      channel_(std::move(channel)),
-      drain_timer_(ws_.get_executor()) {}
+      channel_(std::move(channel)), drain_timer_(ws_.get_executor()), keepalive_timer_(ws_.get_executor()),
+      ip_claim_(std::move(claim)) {}
 
 websocket_session::~websocket_session() {
     for (const auto& c : subscriptions_)
         worker_.unsubscribe(c, *this);
     if (registered_)
         worker_.remove(*this, true);
+    if (accepted_ && worker_.cfg().log.access)
+        spdlog::info("{} websocket {} closed after {} ms", peer_.address().to_string(), route_path_,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - opened_at_).count());
 }
 
 wire_format websocket_session::format() const {
@@ -39,10 +42,15 @@ void websocket_session::run(request req) {
     const auto& cfg = worker_.cfg();
     beast::get_lowest_layer(ws_).expires_never(); // the websocket stream's own timeouts apply
     websocket::stream_base::timeout t{};
-    t.handshake_timeout = handshake_timeout;
-    t.idle_timeout = cfg.websocket.idle_timeout;
-    t.keep_alive_pings = true; // a ping at half the idle timeout keeps quiet clients alive
+    t.handshake_timeout = handshake_timeout; // the opening and the closing handshake
+    t.idle_timeout = websocket::stream_base::none(); // schedule_keepalive() does this
+    t.keep_alive_pings = false;
     ws_.set_option(t);
+    // Pings and pongs from the client count as signs of life (Beast answers pings itself).
+    ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
+        if (kind != websocket::frame_type::close)
+            last_heard_ = clock::now();
+    });
     ws_.read_message_max(cfg.websocket.max_message_size);
     const unsigned slot = worker_.slot();
     ws_.set_option(websocket::stream_base::decorator([slot](websocket::response_type& res) { decorate(res, slot); }));
@@ -76,6 +84,8 @@ void websocket_session::on_accept(error_code ec) {
     }
     accepted_ = true;
     open_ = true;
+    opened_at_ = last_heard_ = clock::now();
+    schedule_keepalive();
     if (close_pending_) { // cut off as a slow consumer before the handshake finished
         do_close();
         return;
@@ -104,6 +114,7 @@ void websocket_session::do_read() {
 void websocket_session::on_read(error_code ec, std::size_t n) {
     if (ec)
         return fail(ec, "read");
+    last_heard_ = clock::now();
     auto& stats = worker_.stats();
     ++stats.ws_messages_in;
     stats.bytes_in += n;
@@ -229,6 +240,19 @@ void websocket_session::enqueue(out_frame f) {
 void websocket_session::do_write() {
     if (writing_ || !open_)
         return;
+    if (ping_due_ && !close_pending_) {
+        // Between two frames, never inside a message: a ping never waits behind a long queue
+        // for more than one frame.
+        ping_due_ = false;
+        writing_ = true;
+        ws_.async_ping({}, [self = shared_from_this()](error_code ec) {
+            self->writing_ = false;
+            if (ec)
+                return self->fail(ec, "ping");
+            self->do_write();
+        });
+        return;
+    }
     if (queue_.empty()) {
         if (close_pending_)
             do_close();
@@ -270,6 +294,7 @@ void websocket_session::do_close() {
     if (!open_ || !close_pending_)
         return;
     open_ = false;
+    keepalive_timer_.cancel();
     ws_.async_close(*close_pending_, [self = shared_from_this()](error_code ec) {
         if (ec)
             spdlog::debug("{}: close handshake: {}", self->peer_.address().to_string(), ec.message());
@@ -294,7 +319,49 @@ void websocket_session::drain(clock::time_point deadline) {
     });
 }
 
+void websocket_session::schedule_keepalive() {
+    const auto& ws = worker_.cfg().websocket;
+    const auto now = clock::now();
+    if (ws.ping_interval.count() > 0 && next_ping_ <= now)
+        next_ping_ = now + ws.ping_interval;
+    auto at = last_heard_ + ws.idle_timeout;
+    if (ws.ping_interval.count() > 0)
+        at = std::min(at, next_ping_);
+    keepalive_timer_.expires_at(at);
+    keepalive_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (!ec)
+            self->on_keepalive_timer();
+    });
+}
+
+void websocket_session::on_keepalive_timer() {
+    if (!open_)
+        return;
+    const auto& ws = worker_.cfg().websocket;
+    const auto now = clock::now();
+    if (now - last_heard_ >= ws.idle_timeout) {
+        worker_.reject(rejection::ws_pong_timeout);
+        spdlog::info("{}: nothing from the client for idle_timeout ({} ms), not even a pong; disconnected",
+                     peer_.address().to_string(), ws.idle_timeout.count());
+        open_ = false;
+        drain_timer_.cancel();
+        // No closing handshake: the client has stopped answering. The pending read fails next.
+        error_code ignored;
+        auto& sock = beast::get_lowest_layer(ws_).socket();
+        sock.shutdown(tcp::socket::shutdown_both, ignored);
+        sock.close(ignored);
+        return;
+    }
+    if (ws.ping_interval.count() > 0 && now >= next_ping_) {
+        ping_due_ = true;
+        next_ping_ = now + ws.ping_interval;
+        do_write();
+    }
+    schedule_keepalive();
+}
+
 void websocket_session::abort() {
+    keepalive_timer_.cancel();
     drain_timer_.cancel();
     error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
@@ -303,6 +370,7 @@ void websocket_session::abort() {
 void websocket_session::fail(error_code ec, std::string_view what) {
     open_ = false;
     drain_timer_.cancel();
+    keepalive_timer_.cancel();
     if (ec == websocket::error::closed || ec == net::error::operation_aborted || ec == net::error::eof ||
         ec == net::error::connection_reset || ec == beast::error::timeout)
         return;

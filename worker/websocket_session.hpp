@@ -16,6 +16,7 @@
 #include "worker/connection.hpp"
 #include "worker/hub.hpp"
 #include "worker/response.hpp"
+#include "worker/worker.hpp"
 
 namespace sockherd::worker {
 
@@ -28,8 +29,10 @@ class websocket_session final : public connection,
                                 public std::enable_shared_from_this<websocket_session> {
 public:
     // `channel`: the channel of a raw pubsub session (already validated), else empty.
+    // `peer`: the client (after PROXY and trusted X-Forwarded-For); `claim`: its count against
+    // max_connections_per_ip, held for the session's life.
     websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode, std::string channel,
-                      std::string route_path);
+                      std::string route_path, ip_claim claim);
     ~websocket_session();
 
     // Completes the handshake for `req` (the Upgrade request the http_session read). A raw pubsub
@@ -64,6 +67,8 @@ private:
     void on_write(error_code ec, std::size_t n);
     void close_with(websocket::close_code code, std::string_view reason);
     void do_close();
+    void schedule_keepalive();
+    void on_keepalive_timer();
     void subscribe(const std::string& channel, bool reply);
     void fail(error_code ec, std::string_view what);
 
@@ -75,6 +80,14 @@ private:
     std::string channel_; // raw pubsub
     beast::flat_buffer buffer_;
     net::steady_timer drain_timer_;
+    // Keepalive: a ping every ping_interval (sent by do_write between frames); nothing heard for
+    // idle_timeout (no message, no pong, no ping) and the connection is dropped.
+    net::steady_timer keepalive_timer_;
+    clock::time_point last_heard_{};
+    clock::time_point next_ping_{};
+    bool ping_due_ = false;
+    ip_claim ip_claim_;
+    clock::time_point opened_at_{};
 
     std::deque<out_frame> queue_;
     std::size_t queued_bytes_ = 0;

@@ -2,6 +2,7 @@
 
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -67,7 +68,15 @@ int run_worker(int channel_fd, unsigned slot) {
 worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
     : ioc_(ioc), slot_(slot), pid_(::getpid()),
       channel_(std::make_shared<ipc::channel>(ioc, std::move(channel_fd))), signals_(ioc, SIGTERM),
-      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()) {}
+      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()) {
+    // Beyond this many connections, a hand-off could arrive with no descriptor left to receive
+    // it (recvmsg truncates SCM_RIGHTS and the connection is lost unanswered): keep a reserve for
+    // the channel, log files, static files and the descriptors in flight.
+    constexpr rlim_t reserve = 64;
+    rlimit nofile{};
+    const rlim_t cur = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
+    fd_connection_limit_ = static_cast<std::size_t>(cur > 2 * reserve ? cur - reserve : cur / 2);
+}
 
 int worker::run() {
     channel_->start({
@@ -294,6 +303,58 @@ void worker::accept_handoff(ipc::handoff_msg&& m) {
         std::make_shared<http_session>(*this, std::move(sock), c.peer, m.listener_id)->run();
     }
     report_load();
+}
+
+ip_claim& ip_claim::operator=(ip_claim&& other) noexcept {
+    if (this != &other) {
+        release();
+        owner_ = std::exchange(other.owner_, nullptr);
+        address_ = other.address_;
+    }
+    return *this;
+}
+
+void ip_claim::release() {
+    if (auto* w = std::exchange(owner_, nullptr))
+        w->release_ip(address_);
+}
+
+std::size_t worker::address_hash::operator()(const net::ip::address& a) const {
+    if (a.is_v4())
+        return std::hash<std::uint32_t>{}(a.to_v4().to_uint());
+    const auto bytes = a.to_v6().to_bytes();
+    return std::hash<std::string_view>{}({reinterpret_cast<const char*>(bytes.data()), bytes.size()});
+}
+
+std::size_t worker::connection_limit() const {
+    const auto configured = config_ ? config_->limits.max_connections_per_worker : 0;
+    if (configured != 0)
+        return std::min<std::size_t>(configured, fd_connection_limit_);
+    return fd_connection_limit_;
+}
+
+std::optional<ip_claim> worker::claim_ip(const net::ip::address& raw) {
+    ip_claim claim;
+    const auto limit = config_ ? config_->limits.max_connections_per_ip : 0;
+    const auto client = unmapped(raw);
+    if (limit == 0 || !config_ || any_contains(config_->http.trusted_proxies, client))
+        return claim;
+    auto& n = per_ip_[client];
+    if (n >= limit) {
+        if (n == 0)
+            per_ip_.erase(client);
+        return std::nullopt;
+    }
+    ++n;
+    claim.owner_ = this;
+    claim.address_ = client;
+    return claim;
+}
+
+void worker::release_ip(const net::ip::address& a) {
+    const auto it = per_ip_.find(a);
+    if (it != per_ip_.end() && --it->second == 0)
+        per_ip_.erase(it);
 }
 
 void worker::add(connection& c, bool websocket) {

@@ -43,6 +43,25 @@ struct worker_stats {
     std::uint64_t publish_drops = 0;    // publishes not sent on: the channel to the supervisor was full
 };
 
+class worker;
+
+// One connection counted against [limits] max_connections_per_ip for its client address; the
+// count goes down when the claim is destroyed. An empty claim (exempt address, no limit) counts
+// nothing. Movable, so an upgraded connection's WebSocket session takes it over.
+class ip_claim {
+public:
+    ip_claim() = default;
+    ip_claim(ip_claim&& other) noexcept { *this = std::move(other); }
+    ip_claim& operator=(ip_claim&& other) noexcept;
+    ~ip_claim() { release(); }
+    void release();
+
+private:
+    friend class worker;
+    worker* owner_ = nullptr;
+    net::ip::address address_;
+};
+
 // Runs the worker process to completion; returns its exit code.
 int run_worker(int channel_fd, unsigned slot);
 
@@ -68,6 +87,12 @@ public:
     void add(connection& c, bool websocket);
     void remove(connection& c, bool websocket);
     std::size_t connection_count() const { return connections_.size(); }
+    // [limits] max_connections_per_worker, resolved (0 in the config: the open-file limit less a
+    // reserve for the channel, logs and static files).
+    std::size_t connection_limit() const;
+    // A claim on one connection from `client` (IPv4-mapped addresses count as IPv4); nullopt when
+    // that address already holds max_connections_per_ip here. Trusted proxies are exempt.
+    std::optional<ip_claim> claim_ip(const net::ip::address& client);
     std::size_t websocket_count() const { return websockets_; }
 
     // Pub/sub. subscribe/unsubscribe must not be called from inside subscriber::deliver().
@@ -132,6 +157,14 @@ private:
     };
     std::uint32_t next_request_id_ = 0;
     std::unordered_map<std::uint32_t, pending_publish> pending_publishes_;
+
+    friend class ip_claim;
+    void release_ip(const net::ip::address& a);
+    struct address_hash {
+        std::size_t operator()(const net::ip::address& a) const;
+    };
+    std::unordered_map<net::ip::address, std::uint32_t, address_hash> per_ip_;
+    std::size_t fd_connection_limit_ = 0;
 
     std::unordered_set<connection*> connections_;
     std::size_t websockets_ = 0;

@@ -386,8 +386,8 @@ std::string binary_path() { return SOCKHERD_BINARY; }
 std::string config_text::str() const {
     std::string s;
     s += "[server]\nworkers = " + std::to_string(workers) + "\n\n";
-    s += "[[listener]]\naddress = \"127.0.0.1:%%PORT%%\"\n\n";
-    s += "[log]\nlevel = \"info\"\n\n";
+    s += "[[listener]]\naddress = \"127.0.0.1:%%PORT%%\"\n" + listener_extra + "\n";
+    s += std::string("[log]\nlevel = \"info\"\n") + (access_log ? "access = true\n" : "") + "\n";
     s += routes;
     s += "\n";
     s += extra;

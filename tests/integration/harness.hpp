@@ -151,6 +151,8 @@ struct config_text {
 
     unsigned workers = 2;
     std::string extra;
+    std::string listener_extra; // more keys of the [[listener]] (e.g. "proxy_protocol = true\n")
+    bool access_log = false;    // [log] access = true
     std::string routes = "[[route]]\npath = \"/echo\"\nkind = \"echo\"\n\n"
                          "[[route]]\npath = \"/\"\nkind = \"static\"\n";
     std::string str() const;

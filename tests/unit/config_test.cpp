@@ -797,3 +797,113 @@ TEST(units, format_duration_and_size) {
 
 } // namespace
 } // namespace sockherd
+
+namespace sockherd {
+namespace {
+
+TEST(config, edge_keys) {
+    const auto cfg = parse_ok(R"(
+[[listener]]
+address = "127.0.0.1:9443"
+proxy_protocol = true
+tls = { cert = "/etc/ssl/a.pem", key = "/etc/ssl/a.key" }
+
+[[listener]]
+address = "127.0.0.1:9080"
+
+[http]
+max_requests_per_connection = 50
+trusted_proxies = ["10.0.0.0/8", "::1", "127.0.0.1"]
+
+[websocket]
+ping_interval = "10s"
+idle_timeout = "30s"
+allowed_origins = ["https://app.example.com", "https://*.example.org"]
+
+[limits]
+max_connections_per_worker = 5000
+max_connections_per_ip = 0
+proxy_header_timeout = "2s"
+tls_handshake_timeout = "3s"
+
+[log]
+access = true
+)");
+    ASSERT_EQ(cfg.listeners.size(), 2u);
+    EXPECT_TRUE(cfg.listeners[0].proxy_protocol);
+    ASSERT_TRUE(cfg.listeners[0].tls);
+    EXPECT_EQ(cfg.listeners[0].tls->cert, "/etc/ssl/a.pem");
+    EXPECT_EQ(cfg.listeners[0].tls->key, "/etc/ssl/a.key");
+    EXPECT_FALSE(cfg.listeners[1].proxy_protocol);
+    EXPECT_FALSE(cfg.listeners[1].tls);
+    EXPECT_EQ(cfg.http.max_requests_per_connection, 50u);
+    ASSERT_EQ(cfg.http.trusted_proxies.size(), 3u);
+    EXPECT_EQ(cfg.http.trusted_proxies[0].prefix, 8u);
+    EXPECT_EQ(cfg.websocket.ping_interval, 10s);
+    EXPECT_EQ(cfg.websocket.allowed_origins.size(), 2u);
+    EXPECT_TRUE(cfg.websocket.allowed_origins[1].wildcard);
+    EXPECT_EQ(cfg.limits.max_connections_per_worker, 5000u);
+    EXPECT_EQ(cfg.limits.max_connections_per_ip, 0u);
+    EXPECT_EQ(cfg.limits.proxy_header_timeout, 2s);
+    EXPECT_EQ(cfg.limits.tls_handshake_timeout, 3s);
+    EXPECT_TRUE(cfg.log.access);
+}
+
+TEST(config, edge_defaults) {
+    const auto cfg = default_config();
+    EXPECT_FALSE(cfg.listeners.at(0).proxy_protocol);
+    EXPECT_FALSE(cfg.listeners.at(0).tls);
+    EXPECT_EQ(cfg.http.max_requests_per_connection, 1000u);
+    EXPECT_TRUE(cfg.http.trusted_proxies.empty());
+    EXPECT_EQ(cfg.websocket.ping_interval, 25s);
+    EXPECT_LT(cfg.websocket.ping_interval, cfg.websocket.idle_timeout);
+    EXPECT_TRUE(cfg.websocket.allowed_origins.empty());
+    EXPECT_EQ(cfg.limits.max_connections_per_worker, 0u);
+    EXPECT_EQ(cfg.limits.max_connections_per_ip, 4096u);
+    EXPECT_EQ(cfg.limits.proxy_header_timeout, 5s);
+    EXPECT_EQ(cfg.limits.tls_handshake_timeout, 10s);
+    EXPECT_FALSE(cfg.log.access);
+}
+
+TEST(config, short_idle_timeout_halves_the_default_ping_interval) {
+    const auto cfg = parse_ok("[websocket]\nidle_timeout = \"10s\"\n");
+    EXPECT_EQ(cfg.websocket.ping_interval, 5s);
+    EXPECT_EQ(parse_ok("[websocket]\nidle_timeout = \"10s\"\nping_interval = \"0s\"\n").websocket.ping_interval, 0s);
+}
+
+TEST(config, edge_key_errors) {
+    struct bad {
+        const char* text;
+        const char* message_start;
+    };
+    const bad cases[] = {
+        {"[websocket]\nidle_timeout = \"10s\"\nping_interval = \"10s\"\n",
+         "[websocket] ping_interval: ping_interval (10s) must be shorter than idle_timeout (10s)"},
+        {"[websocket]\nallowed_origins = [\"example.com\"]\n", "[websocket] allowed_origins: invalid entry \"example.com\""},
+        {"[websocket]\nallowed_origins = \"*\"\n", "[websocket] allowed_origins: expected an array of strings"},
+        {"[http]\ntrusted_proxies = [\"10.1.2.3/8\"]\n", "[http] trusted_proxies: invalid entry \"10.1.2.3/8\""},
+        {"[http]\ntrusted_proxies = [10]\n", "[http] trusted_proxies: expected a string"},
+        {"[http]\nmax_requests_per_connection = 0\n", "[http] max_requests_per_connection: must be between 1"},
+        {"[http]\nmax_requests_per_connection = \"10\"\n", "[http] max_requests_per_connection: expected an integer"},
+        {"[limits]\nmax_connections_per_ip = -1\n", "[limits] max_connections_per_ip: must be between 0"},
+        {"[limits]\nproxy_header_timeout = \"0s\"\n", "[limits] proxy_header_timeout: must be greater than 0"},
+        {"[limits]\nmax_conns = 1\n", "unknown key 'max_conns' in [limits]"},
+        {"[[listener]]\naddress = \"127.0.0.1:1\"\nproxy_protocol = \"yes\"\n",
+         "[[listener]] proxy_protocol: expected true or false"},
+        {"[[listener]]\naddress = \"127.0.0.1:1\"\ntls = { cert = \"a.pem\", key = \"/k\" }\n",
+         "[[listener]] tls.cert: must be an absolute path"},
+        {"[[listener]]\naddress = \"127.0.0.1:1\"\ntls = { cert = \"/a.pem\" }\n",
+         "[[listener]] tls is missing required key 'key'"},
+        {"[[listener]]\naddress = \"127.0.0.1:1\"\ntls = { cert = \"/a\", key = \"/b\", ca = \"/c\" }\n",
+         "unknown key 'ca' in [[listener]] tls"},
+        {"[[listener]]\naddress = \"127.0.0.1:1\"\ntls = \"/a.pem\"\n", "[[listener]] tls: expected an inline table"},
+    };
+    for (const auto& c : cases) {
+        const auto err = parse_fails(c.text);
+        EXPECT_TRUE(err.message.starts_with(c.message_start)) << c.text << "\n-> " << err.message;
+        EXPECT_GT(err.line, 0u) << c.text;
+    }
+}
+
+} // namespace
+} // namespace sockherd
