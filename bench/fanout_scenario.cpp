@@ -1,6 +1,8 @@
 // The fan-out scenario: --connections subscriber WebSocket connections to --path (a pub/sub
 // channel, e.g. /ws/bench), spread over the --procs processes, are opened before the window; the
-// first process also opens one publisher connection on the same path. In the window the publisher
+// first process also opens one publisher connection on the same path. With several --target
+// (nodes sharing channels, e.g. through Redis) subscriber i of all (counted across the processes)
+// connects to target i mod T and the publisher to the first target. In the window the publisher
 // sends binary messages of --size (>= 16) bytes: an 8-byte sequence number and the 8-byte
 // CLOCK_MONOTONIC send time in ns (comparable across the processes), then padding. Either paced at
 // fanout_config().rate messages/s, or (rate 0) closed loop with at most --inflight messages
@@ -10,7 +12,8 @@
 // histogram, counts deliveries and checks the order: a sequence number equal to the last one seen
 // is a duplicate (not counted as delivered), a lower one is out of order (counted as delivered),
 // a gap is loss. After the window the subscribers keep reading for fanout_config().grace_s, then
-// close. The counters travel as "fanout.*" entries of run_result::errors; main reports them.
+// close. The counters travel as "fanout.*" entries of run_result::errors ("fanout.t<i>.*" per
+// target) and each target's latency as run_result::target_latency_us; main reports them.
 
 #include <time.h>
 
@@ -41,6 +44,8 @@ struct fanout_counts {
     std::uint64_t ooo = 0;          // deliveries with a sequence number below the last one seen
     std::uint64_t malformed = 0;    // deliveries shorter than the header
     std::uint64_t subscribers = 0;  // subscribers open when the window started
+    std::vector<std::uint64_t> subscribers_at; // the same per target
+    std::vector<std::uint64_t> delivered_at;   // deliveries counted (as run_result::count) per target
     clock::time_point last_delivery{};
 };
 
@@ -49,18 +54,26 @@ class fanout_scenario;
 // One WebSocket connection: a subscriber, or the publisher (which also receives its messages).
 class fanout_connection : public std::enable_shared_from_this<fanout_connection> {
 public:
-    fanout_connection(load_context& ctx, fanout_counts& counts, bool publisher)
-        : ctx_(ctx), counts_(counts), publisher_(publisher), pace_timer_(ctx.ioc()) {}
+    // target: index into --target; target_latency: where this subscriber's deliveries are timed
+    // besides the overall histogram (the publisher has none).
+    fanout_connection(load_context& ctx, fanout_counts& counts, bool publisher, std::size_t target,
+                      histogram* target_latency)
+        : ctx_(ctx), counts_(counts), publisher_(publisher), target_(target), target_latency_(target_latency),
+          pace_timer_(ctx.ioc()) {}
 
     void open(std::function<void(bool)> done) {
         auto self = shared_from_this();
-        ctx_.async_open_fresh(ws_, self, [self, done = std::move(done)](bool ok) {
-            self->open_ = ok;
-            done(ok);
-        });
+        ctx_.async_open_fresh(
+            ws_, self,
+            [self, done = std::move(done)](bool ok) {
+                self->open_ = ok;
+                done(ok);
+            },
+            target_);
     }
 
     bool is_open() const { return open_; }
+    std::size_t target() const { return target_; }
 
     // Subscribers and the publisher read from the start of the window on.
     void start_reading() {
@@ -196,7 +209,11 @@ private:
                     last_seq_ = seq;
                 have_last_ = true;
                 ++ctx_.result().count;
-                ctx_.result().latency_us.record(now_ns > ts ? (now_ns - ts) / 1000u : 0);
+                const std::uint64_t us = now_ns > ts ? (now_ns - ts) / 1000u : 0;
+                ctx_.result().latency_us.record(us);
+                if (target_latency_)
+                    target_latency_->record(us);
+                ++counts_.delivered_at[target_];
                 counts_.last_delivery = clock::now();
             }
         }
@@ -207,6 +224,8 @@ private:
     load_context& ctx_;
     fanout_counts& counts_;
     const bool publisher_;
+    const std::size_t target_;
+    histogram* const target_latency_;
     std::optional<websocket::stream<beast::tcp_stream>> ws_;
     net::steady_timer pace_timer_;
     beast::flat_buffer in_;
@@ -230,17 +249,32 @@ public:
     void prepare(std::function<void()> ready) override {
         ready_ = std::move(ready);
         const unsigned n = ctx_.part().connections;
-        for (unsigned i = 0; i < n; ++i)
-            subs_.push_back(std::make_shared<fanout_connection>(ctx_, counts_, false));
+        const std::size_t targets = std::max<std::size_t>(1, ctx_.opt().targets.size());
+        counts_.subscribers_at.assign(targets, 0);
+        counts_.delivered_at.assign(targets, 0);
+        for (unsigned t = 0; t < targets; ++t)
+            ctx_.result().target_latency_us[t]; // every target reported, even one without deliveries
+        for (unsigned i = 0; i < n; ++i) {
+            const auto t = static_cast<unsigned>((ctx_.part().first_connection + i) % targets);
+            subs_.push_back(std::make_shared<fanout_connection>(ctx_, counts_, false, t,
+                                                                &ctx_.result().target_latency_us[t]));
+        }
         if (ctx_.part().index == 0)
-            publisher_ = std::make_shared<fanout_connection>(ctx_, counts_, true);
+            publisher_ = std::make_shared<fanout_connection>(ctx_, counts_, true, 0, nullptr);
+        // Per target: counted once every connection has finished opening, by its own target.
         opener_.open_all(
             ctx_.ioc(), subs_,
             [this](bool ok) {
                 if (ok)
                     ++counts_.subscribers;
             },
-            [this] { open_publisher(); });
+            [this] {
+                for (const auto& s : subs_) {
+                    if (s->is_open())
+                        ++counts_.subscribers_at[s->target()];
+                }
+                open_publisher();
+            });
     }
 
     void start() override {
@@ -309,6 +343,11 @@ private:
         r.add_error(p + "out_of_order", counts_.ooo);
         r.add_error(p + "malformed", counts_.malformed);
         r.add_error(p + "subscribers", counts_.subscribers);
+        for (std::size_t t = 0; t < counts_.subscribers_at.size(); ++t) {
+            const std::string pt = p + "t" + std::to_string(t) + ".";
+            r.add_error(pt + "subscribers", counts_.subscribers_at[t]);
+            r.add_error(pt + "delivered", counts_.delivered_at[t]);
+        }
     }
 
     load_context& ctx_;

@@ -1,5 +1,5 @@
-# Shell helpers shared by bench/run.sh, bench/fanout.sh and bench/reload.sh (sourced, not run;
-# POSIX sh).
+# Shell helpers shared by bench/run.sh, bench/fanout.sh, bench/reload.sh and
+# bench/redis_fanout.sh (sourced, not run; POSIX sh).
 
 # True when some socket on this host uses local TCP port $1.
 port_in_use() {
@@ -20,18 +20,23 @@ pick_port() {
 }
 
 # Configures the Release tree $1 of the sources in $2 (once) and builds sockherd and the load
-# generator in it, output to the file $3; on failure shows the output's tail and returns 1.
+# generator in it (or only the targets named after $3), output to the file $3; on failure shows
+# the output's tail and returns 1.
 build_bench() {
-    if ! { { [ -f "$1/CMakeCache.txt" ] || cmake -S "$2" -B "$1" -DCMAKE_BUILD_TYPE=Release \
+    bb_dir=$1 bb_src=$2 bb_log=$3
+    shift 3
+    [ $# -gt 0 ] || set -- sockherd sockherd-loadgen
+    if ! { { [ -f "$bb_dir/CMakeCache.txt" ] || cmake -S "$bb_src" -B "$bb_dir" -DCMAKE_BUILD_TYPE=Release \
             -DSOCKHERD_BUILD_TESTS=OFF -DSOCKHERD_BUILD_BENCH=ON; } &&
-            cmake --build "$1" -j"$(nproc)" --target sockherd sockherd-loadgen; } >"$3" 2>&1; then
-        tail -30 "$3" >&2
+            cmake --build "$bb_dir" -j"$(nproc)" --target "$@"; } >"$bb_log" 2>&1; then
+        tail -30 "$bb_log" >&2
         return 1
     fi
 }
 
 # The start of a sockherd config: $1 workers listening on 127.0.0.1:$2, sharing no path with
-# other nodes that run side by side. The caller appends the sections of its own.
+# other nodes that run side by side; the admin listener on 127.0.0.1:$3 if given, else off. The
+# caller appends the sections of its own.
 node_config_head() {
     cat <<HEAD
 [server]
@@ -39,7 +44,7 @@ workers = $1
 control_socket = ""              # several nodes run side by side: no shared paths
 
 [admin]
-address = ""
+address = "${3:+127.0.0.1:$3}"
 
 [[listener]]
 address = "127.0.0.1:$2"

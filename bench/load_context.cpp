@@ -29,9 +29,9 @@ void load_context::record(clock::time_point begin, clock::time_point done) {
     result_.latency_us.record(us > 0 ? static_cast<std::uint64_t>(us) : 0);
 }
 
-error_code load_context::open_socket(tcp::socket& socket) {
+error_code load_context::open_socket(tcp::socket& socket, std::size_t t) {
     error_code ec;
-    socket.open(opt_.target.protocol(), ec);
+    socket.open(target(t).protocol(), ec);
     if (ec)
         return ec;
     socket.set_option(tcp::no_delay(true), ec);

@@ -84,8 +84,9 @@ std::map<std::string, std::uint64_t> take_counters(run_result& r, std::string_vi
 }
 
 // fanout: moves the "fanout.*" counters out of the errors into their own JSON fields, and adds
-// delivered, lost (= sent x subscribers - delivered) and the publisher's own receipts.
-std::string add_fanout_fields(run_result& r, std::string& extra) {
+// delivered, lost (= sent x subscribers - delivered), the publisher's own receipts and, per
+// --target, its subscribers, deliveries, loss and latency ("per_target", in --target order).
+std::string add_fanout_fields(const options& opt, run_result& r, std::string& extra) {
     auto c = take_counters(r, fanout_counter_prefix);
     const std::uint64_t expected = c["sent"] * c["subscribers"];
     const std::uint64_t delivered = r.count;
@@ -98,6 +99,19 @@ std::string add_fanout_fields(run_result& r, std::string& extra) {
             ",\"out_of_order\":" + std::to_string(c["out_of_order"]) +
             ",\"malformed\":" + std::to_string(c["malformed"]) +
             ",\"publisher_received\":" + std::to_string(c["self"]);
+    extra += ",\"per_target\":[";
+    for (std::size_t t = 0; t < opt.target_texts.size(); ++t) {
+        const std::string p = "t" + std::to_string(t) + ".";
+        const std::uint64_t subs = c[p + "subscribers"];
+        const std::uint64_t got = c[p + "delivered"];
+        const auto& h = r.target_latency_us[static_cast<unsigned>(t)];
+        extra += fmt::format("{}{{\"target\":\"{}\",\"subscribers\":{},\"delivered\":{},\"expected\":{},\"lost\":{},"
+                             "\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+                             t == 0 ? "" : ",", opt.target_texts[t], subs, got, c["sent"] * subs,
+                             static_cast<std::int64_t>(c["sent"] * subs) - static_cast<std::int64_t>(got),
+                             h.percentile(0.50), h.percentile(0.99), h.max());
+    }
+    extra += "]";
     return extra;
 }
 
@@ -152,7 +166,12 @@ int main(int argc, char** argv) {
     app.footer(scenario_list());
     options opt;
     app.add_option("--scenario,-s", opt.scenario, "What load to generate")->required();
-    app.add_option("--target,-t", opt.target_text, "Server address, ADDRESS:PORT")->required();
+    app.add_option("--target,-t", opt.target_texts,
+                   "Server address, ADDRESS:PORT; fanout: may be given more than once (subscribers alternate over "
+                   "the targets, the publisher uses the first)")
+        ->required()
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--path", opt.path, "WebSocket path")->capture_default_str();
     app.add_option("--host", opt.host_header, "Host header (default: the target)");
     app.add_option("--duration,-d", opt.duration_s, "Measured window, seconds")
@@ -206,12 +225,19 @@ int main(int argc, char** argv) {
     try {
         if (find_scenario(opt.scenario) == nullptr)
             throw std::invalid_argument("unknown scenario \"" + opt.scenario + "\"\n" + scenario_list());
-        opt.target = parse_endpoint(opt.target_text);
-        if (opt.host_header.empty())
-            opt.host_header = opt.target_text;
-        if (opt.sources > 0 && !(opt.target.address().is_v4() && opt.target.address().is_loopback()))
-            throw std::invalid_argument("--sources binds to 127.0.0.x, so the target must be in 127.0.0.0/8 "
-                                        "(use --sources 0 for other targets)");
+        if (opt.target_texts.size() > 1 && opt.scenario != "fanout")
+            throw std::invalid_argument("only the fanout scenario takes more than one --target");
+        for (const auto& text : opt.target_texts) {
+            opt.targets.push_back(parse_endpoint(text));
+            opt.host_headers.push_back(opt.host_header.empty() ? text : opt.host_header);
+            const auto& a = opt.targets.back().address();
+            if (opt.sources > 0 && !(a.is_v4() && a.is_loopback()))
+                throw std::invalid_argument("--sources binds to 127.0.0.x, so every target must be in 127.0.0.0/8 "
+                                            "(use --sources 0 for other targets)");
+        }
+        opt.target_text = opt.target_texts.front();
+        opt.target = opt.targets.front();
+        opt.host_header = opt.host_headers.front();
         if (opt.procs > std::max(opt.concurrency, opt.connections))
             throw std::invalid_argument("--procs is larger than the number of loops or connections");
 
@@ -229,7 +255,7 @@ int main(int argc, char** argv) {
         const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         std::string extra;
         if (opt.scenario == "fanout")
-            add_fanout_fields(r, extra);
+            add_fanout_fields(opt, r, extra);
         else if (opt.scenario == "reload")
             add_reload_fields(opt, r, extra);
         std::string json = to_json(opt, r, cpu_used(), wall);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bench/net.hpp"
 
@@ -11,9 +12,14 @@ namespace sockherd::bench {
 
 struct options {
     std::string scenario;            // connect | echo
-    std::string target_text;         // "127.0.0.1:8080" as given
+    std::string target_text;         // "127.0.0.1:8080" as given (the first --target)
     tcp::endpoint target;            // parsed from target_text
     std::string host_header;         // Host: sent in the handshake (defaults to target_text)
+    // Every --target in the order given; [0] is target_text. Only fanout takes more than one: its
+    // subscribers alternate over them and the publisher uses the first.
+    std::vector<std::string> target_texts;
+    std::vector<tcp::endpoint> targets;
+    std::vector<std::string> host_headers; // per target: --host, or that target as given
     std::string path = "/echo";      // WebSocket path
     double duration_s = 10;          // the measured window
     unsigned concurrency = 50;       // connect: loops opening and closing sessions
@@ -42,6 +48,7 @@ struct shard {
     unsigned count = 1;
     unsigned concurrency = 0; // connect loops in this process
     unsigned connections = 0; // echo connections in this process
+    unsigned first_connection = 0; // index of this process's first connection among all processes'
 };
 
 } // namespace sockherd::bench

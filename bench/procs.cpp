@@ -72,6 +72,7 @@ std::vector<shard> make_shards(const options& opt) {
         shards[i].count = opt.procs;
         shards[i].concurrency = opt.concurrency / opt.procs + (i < opt.concurrency % opt.procs ? 1 : 0);
         shards[i].connections = opt.connections / opt.procs + (i < opt.connections % opt.procs ? 1 : 0);
+        shards[i].first_connection = i == 0 ? 0 : shards[i - 1].first_connection + shards[i - 1].connections;
     }
     return shards;
 }

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -40,6 +41,8 @@ std::string json_string(std::string_view s) {
 
 // A decoded slot index above this is malformed input, not a reason to allocate gigabytes.
 constexpr std::size_t max_slots = std::size_t{1} << 24;
+// Likewise a target index (each one is a histogram of a few hundred KiB).
+constexpr unsigned max_targets = 1024;
 
 std::string_view next_word(std::string_view& line) {
     const auto sp = line.find(' ');
@@ -81,6 +84,8 @@ void run_result::merge(const run_result& other) {
                 add_to_slot(name, i, v[i]);
         }
     }
+    for (const auto& [t, h] : other.target_latency_us)
+        target_latency_us[t].merge(h);
 }
 
 std::string run_result::encode() const {
@@ -104,6 +109,13 @@ std::string run_result::encode() const {
         if (const auto n = latency_us.bucket(i))
             out += fmt::format("h {} {}\n", i, n);
     }
+    for (const auto& [t, h] : target_latency_us) {
+        out += fmt::format("th {} {} {}\n", t, h.min(), h.max()); // declares target t's histogram
+        for (std::size_t i = 0; i < histogram::bucket_count; ++i) {
+            if (const auto n = h.bucket(i))
+                out += fmt::format("tb {} {} {}\n", t, i, n);
+        }
+    }
     out += "end\n";
     return out;
 }
@@ -112,6 +124,7 @@ std::optional<run_result> run_result::decode(std::string_view text) {
     run_result r;
     std::uint64_t hmin = 0;
     std::uint64_t hmax = 0;
+    std::map<unsigned, std::pair<std::uint64_t, std::uint64_t>> target_extremes;
     bool complete = false;
     while (!text.empty() && !complete) {
         const auto nl = text.find('\n');
@@ -155,6 +168,22 @@ std::optional<run_result> run_result::decode(std::string_view text) {
             std::size_t index = 0;
             std::uint64_t n = 0;
             ok = parse_number(next_word(line), index) && parse_number(line, n) && r.latency_us.add_bucket(index, n);
+        } else if (key == "th") {
+            unsigned t = 0;
+            std::uint64_t lo = 0;
+            std::uint64_t hi = 0;
+            ok = parse_number(next_word(line), t) && parse_number(next_word(line), lo) && parse_number(line, hi) &&
+                 t < max_targets && !target_extremes.contains(t);
+            if (ok) {
+                target_extremes[t] = {lo, hi};
+                r.target_latency_us[t];
+            }
+        } else if (key == "tb") {
+            unsigned t = 0;
+            std::size_t index = 0;
+            std::uint64_t n = 0;
+            ok = parse_number(next_word(line), t) && parse_number(next_word(line), index) && parse_number(line, n) &&
+                 target_extremes.contains(t) && r.target_latency_us[t].add_bucket(index, n);
         } else if (key == "end") {
             complete = true;
         } else {
@@ -167,6 +196,10 @@ std::optional<run_result> run_result::decode(std::string_view text) {
         return std::nullopt;
     if (r.latency_us.total() > 0)
         r.latency_us.set_extremes(hmin, hmax);
+    for (auto& [t, h] : r.target_latency_us) {
+        if (h.total() > 0)
+            h.set_extremes(target_extremes[t].first, target_extremes[t].second);
+    }
     return r;
 }
 

@@ -27,6 +27,9 @@ struct run_result {
     // Counts per time slot of the window, by name (reload: "echo", "connect", "close"); slot i
     // covers [start + i x slot, start + (i + 1) x slot). Merged slot by slot.
     std::map<std::string, std::vector<std::uint64_t>> slots;
+    // fanout with several --target: the latency of the deliveries to each target's subscribers
+    // (by target index), beside latency_us, which has them all. Merged target by target.
+    std::map<unsigned, histogram> target_latency_us;
 
     void add_error(const std::string& kind, std::uint64_t n = 1) { errors[kind] += n; }
     void add_to_slot(const std::string& name, std::size_t slot, std::uint64_t n = 1);
