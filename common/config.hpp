@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,6 +43,8 @@ struct tls_files {
     bool operator==(const tls_files&) const = default;
 };
 
+struct tls_material; // common/tls.hpp
+
 struct listener_config {
     std::string address;                   // as written, e.g. "0.0.0.0:8080", "[::]:80"
     boost::asio::ip::tcp::endpoint endpoint; // parsed from address
@@ -52,6 +55,9 @@ struct listener_config {
     // closed.
     bool proxy_protocol = false;
     std::optional<tls_files> tls; // HTTPS and wss:// on this listener
+    // The files' contents, once the supervisor has read and checked them (load_tls), or as the
+    // supervisor sent them to a worker. Not from the TOML text.
+    std::shared_ptr<const tls_material> tls_loaded;
 };
 
 struct route_config {

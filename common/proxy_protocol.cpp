@@ -271,7 +271,8 @@ result parse_v2(std::string_view in, std::size_t max_v2_length) {
     const unsigned transport = byte_at(in, 13) & 0x0f;
     // LOCAL ignores the family byte altogether; with PROXY an undefined value is refused.
     if (!local && (family > family_unix || transport > transport_dgram))
-        return invalid("v2: undefined address family or transport");
+        return invalid("v2: undefined address family or transport (family " + std::to_string(family) +
+                       ", transport " + std::to_string(transport) + ")");
 
     if (in.size() < v2_fixed_length)
         return need_more();

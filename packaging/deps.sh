@@ -4,11 +4,11 @@
 set -eu
 
 build_pkgs="g++ cmake make pkg-config libboost1.74-dev libboost-filesystem1.74-dev libspdlog-dev libfmt-dev
-libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libsystemd-dev libhiredis-dev"
+libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libsystemd-dev libhiredis-dev libssl-dev"
 # packaging/build.sh: rpmbuild for CPack's RPM generator, dpkg-shlibdeps for the .deb's Depends.
 package_pkgs="rpm dpkg-dev file gzip"
 test_pkgs="libgtest-dev libgmock-dev procps clang libclang-rt-14-dev python3-prometheus-client $package_pkgs lintian
-systemd adduser redis-server"
+systemd adduser redis-server openssl"
 
 pkgs="$build_pkgs"
 case "${1:-}" in

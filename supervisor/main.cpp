@@ -14,6 +14,7 @@
 
 #include "common/config.hpp"
 #include "common/logging.hpp"
+#include "common/tls.hpp"
 #include "supervisor/control.hpp"
 #include "supervisor/supervisor.hpp"
 #include "supervisor/worker_identity.hpp"
@@ -46,6 +47,10 @@ int run_supervisor(const std::string& config_path) {
         }
         cfg = std::get<config>(std::move(result));
     }
+    if (const auto err = load_tls(cfg)) {
+        std::fprintf(stderr, "sockherd: %s\n", err->to_string().c_str());
+        return 1;
+    }
     apply_log_config("supervisor", cfg);
     raise_fd_limit();
     ::signal(SIGPIPE, SIG_IGN);
@@ -60,7 +65,11 @@ int check_config(const std::string& path) {
         std::fprintf(stderr, "%s\n", err->to_string().c_str());
         return 1;
     }
-    const auto& cfg = std::get<config>(result);
+    auto& cfg = std::get<config>(result);
+    if (const auto err = load_tls(cfg)) {
+        std::fprintf(stderr, "%s\n", err->to_string().c_str());
+        return 1;
+    }
     if (const auto err = supervisor::check_worker_user(cfg, ::geteuid())) {
         std::fprintf(stderr, "%s\n", err->to_string().c_str());
         return 1;

@@ -62,9 +62,11 @@ constexpr counter_field counter_fields[] = {
     {"deliveries_total", &worker_counters::deliveries_total, metric_type::counter,
      "Messages the worker handed to its local subscribers."},
     {"limit_hits_total", &worker_counters::limit_hits_total, metric_type::counter,
-     "Size limits and timeouts the worker's clients ran into."},
+     "Limits the worker's clients ran into (sizes, timeouts, connection counts): the limit reasons of "
+     "sockherd_worker_rejections_total."},
     {"bad_requests_total", &worker_counters::bad_requests_total, metric_type::counter,
-     "Malformed requests and handshakes the worker rejected."},
+     "Malformed or refused input (requests, handshakes, frames, PROXY headers, TLS, origins, publishes): the "
+     "other reasons of sockherd_worker_rejections_total, and JSON ops answered with an error."},
     {"rss_bytes", &worker_counters::rss_bytes, metric_type::gauge,
      "Resident set size of the worker process in bytes."},
 };

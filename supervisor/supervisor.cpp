@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
+#include "common/tls.hpp"
 #include "common/units.hpp"
 
 namespace sockherd::supervisor {
@@ -660,6 +661,9 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
     if (auto* err = std::get_if<config_error>(&result))
         return err->to_string();
     config next = std::get<config>(std::move(result));
+    // Certificates and keys are read again on every reload; one that does not load rejects it.
+    if (auto err = load_tls(next))
+        return err->to_string();
     // The workers' user: an unknown one, or root without the opt-in, rejects the reload.
     auto resolved = resolve_worker_identity(next, euid_);
     if (auto* err = std::get_if<config_error>(&resolved))

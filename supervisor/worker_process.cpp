@@ -18,6 +18,8 @@
 #include <boost/process/extend.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/tls.hpp"
+
 namespace sockherd::supervisor {
 namespace {
 
@@ -159,7 +161,7 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
     started_at_ = clock::now();
 
     channel_ = std::make_shared<ipc::channel>(ioc_, std::move(ours), channel_limits());
-    channel_->send(ipc::config_msg{generation, cfg.source_text});
+    channel_->send(config_message(cfg, generation));
     channel_->start({
         [this](ipc::message&& m) { on_message(std::move(m)); },
         [this](error_code e, std::string_view what) { on_channel_error(e, what); },
@@ -169,10 +171,19 @@ bool worker_process::spawn(const std::string& exe, const config& cfg, std::uint6
     return true;
 }
 
+// The config text and the TLS listeners' certificates and keys as the supervisor read them.
+ipc::config_msg worker_process::config_message(const config& cfg, std::uint64_t generation) {
+    ipc::config_msg m{generation, cfg.source_text, {}};
+    for (std::size_t i = 0; i < cfg.listeners.size(); ++i)
+        if (const auto& t = cfg.listeners[i].tls_loaded)
+            m.tls.push_back({static_cast<std::uint16_t>(i), t->cert_pem, t->key_pem});
+    return m;
+}
+
 void worker_process::send_config(const config& cfg, std::uint64_t generation) {
     pending_generation_ = generation;
     if (channel_)
-        channel_->send(ipc::config_msg{generation, cfg.source_text});
+        channel_->send(config_message(cfg, generation));
 }
 
 void worker_process::hand_off(ipc::handoff_msg&& msg) {

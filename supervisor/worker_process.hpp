@@ -68,6 +68,7 @@ public:
 
     // A reload: the running worker switches to `cfg` as `generation` and acknowledges it.
     void send_config(const config& cfg, std::uint64_t generation);
+    static ipc::config_msg config_message(const config& cfg, std::uint64_t generation);
     std::uint64_t pending_generation() const { return pending_generation_; }
 
     // Sends a batch of connections. The caller checked eligible().

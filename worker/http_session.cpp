@@ -27,43 +27,90 @@ std::string loggable(std::string_view s) {
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
+// Every line of a header, joined with commas as HTTP allows: a proxy that adds its own line rather
+// than extending the client's must not leave the client's (forgeable) first line to decide.
+std::string all_values(const request& req, std::string_view name) {
+    std::string out;
+    const auto range = req.equal_range(beast::string_view(name.data(), name.size()));
+    for (auto it = range.first; it != range.second; ++it) {
+        if (!out.empty())
+            out += ',';
+        out.append(it->value().data(), it->value().size());
+    }
+    return out;
+}
+
+// 24 characters of base64 that decode to exactly 16 bytes: 21 full characters, one whose low four
+// bits are zero (A, Q, g or w), and "==".
+bool valid_websocket_key(std::string_view key) {
+    constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (key.size() != 24 || key.substr(22) != "==")
+        return false;
+    for (std::size_t i = 0; i < 22; ++i)
+        if (alphabet.find(key[i]) == std::string_view::npos)
+            return false;
+    return std::string_view("AQgw").find(key[21]) != std::string_view::npos;
+}
+
+template <class Stream>
+Stream make_stream(tcp::socket&& socket, net::ssl::context* tls) {
+    if constexpr (is_tls<Stream>)
+        return Stream(std::move(socket), *tls);
+    else
+        return Stream(std::move(socket));
+}
+
 } // namespace
 
-http_session::http_session(worker& w, tcp::socket socket, tcp::endpoint peer, std::uint16_t listener_id)
-    : worker_(w), stream_(std::move(socket)), peer_(peer), listener_id_(listener_id), routes_(w.routes()) {
+template <class Stream>
+http_session<Stream>::http_session(worker& w, tcp::socket socket, tcp::endpoint peer, std::uint16_t listener_id,
+                                   std::shared_ptr<net::ssl::context> tls)
+    : worker_(w), tls_(std::move(tls)), stream_(make_stream<Stream>(std::move(socket), tls_.get())),
+      request_timer_(stream_.get_executor()), peer_(peer), listener_id_(listener_id), routes_(w.routes()) {
     const auto& listeners = w.cfg().listeners;
     proxy_protocol_ = listener_id < listeners.size() && listeners[listener_id].proxy_protocol;
 }
 
-http_session::~http_session() {
+template <class Stream>
+http_session<Stream>::~http_session() {
     if (registered_)
         worker_.remove(*this, false);
 }
 
-void http_session::run() {
+template <class Stream>
+void http_session<Stream>::run() {
     worker_.add(*this, false);
     registered_ = true;
     if (worker_.connection_count() > worker_.connection_limit()) {
         worker_.reject(rejection::worker_connections);
-        spdlog::info("{}: worker holds {} connections, its limit (max_connections_per_worker); 503",
-                     peer_.address().to_string(), worker_.connection_limit());
-        return reply_error_and_close(http::status::service_unavailable, "server busy\n");
+        spdlog::info("{}: worker holds {} connections, its limit (max_connections_per_worker); {}",
+                     peer_.address().to_string(), worker_.connection_limit(), is_tls<Stream> ? "closed" : "503");
+        if constexpr (is_tls<Stream>)
+            return close();
+        else
+            return reply_error_and_close(http::status::service_unavailable, "server busy\n");
     }
-    if (proxy_protocol_)
+    if (proxy_protocol_) {
+        proxy_deadline_ = std::chrono::steady_clock::now() + worker_.cfg().limits.proxy_header_timeout;
         return do_read_proxy_header();
+    }
     admit_client();
 }
 
 // A proxy_protocol listener: the PROXY header comes first, within proxy_header_timeout; the HTTP
 // bytes read with it stay in buffer_ for the request parser.
-void http_session::do_read_proxy_header() {
-    stream_.expires_after(worker_.cfg().limits.proxy_header_timeout);
-    stream_.async_read_some(buffer_.prepare(512), [self = shared_from_this()](error_code ec, std::size_t n) {
+template <class Stream>
+void http_session<Stream>::do_read_proxy_header() {
+    beast::get_lowest_layer(stream_).expires_at(proxy_deadline_); // for the whole header, not per read
+    // Before TLS: the header is plain bytes on the TCP stream.
+    beast::get_lowest_layer(stream_).async_read_some(buffer_.prepare(512), [self = this->shared_from_this()](
+                                                                               error_code ec, std::size_t n) {
         self->on_proxy_bytes(ec, n);
     });
 }
 
-void http_session::on_proxy_bytes(error_code ec, std::size_t n) {
+template <class Stream>
+void http_session<Stream>::on_proxy_bytes(error_code ec, std::size_t n) {
     if (ec == beast::error::timeout) {
         worker_.reject(rejection::proxy_header_timeout);
         spdlog::info("{}: no PROXY header within proxy_header_timeout ({} ms); closed", peer_.address().to_string(),
@@ -93,21 +140,64 @@ void http_session::on_proxy_bytes(error_code ec, std::size_t n) {
 }
 
 // The client's address is known: count it against max_connections_per_ip, then serve.
-void http_session::admit_client() {
+template <class Stream>
+void http_session<Stream>::admit_client() {
     auto claim = worker_.claim_ip(peer_.address());
     if (!claim) {
         worker_.reject(rejection::ip_connections);
-        spdlog::info("{}: this address holds max_connections_per_ip ({}) connections on this worker; 429",
-                     peer_.address().to_string(), worker_.cfg().limits.max_connections_per_ip);
-        return reply_error_and_close(http::status::too_many_requests, "too many connections from your address\n");
+        spdlog::info("{}: this address holds max_connections_per_ip ({}) connections on this worker; {}",
+                     peer_.address().to_string(), worker_.cfg().limits.max_connections_per_ip,
+                     is_tls<Stream> ? "closed" : "429");
+        if constexpr (is_tls<Stream>)
+            return close(); // no TLS session to answer in yet, and not worth the handshake's CPU
+        else
+            return reply_error_and_close(http::status::too_many_requests, "too many connections from your address\n");
     }
     ip_claim_ = std::move(*claim);
-    do_wait_request();
+    if constexpr (is_tls<Stream>)
+        do_tls_handshake();
+    else
+        do_wait_request();
+}
+
+// A TLS listener: the handshake, within tls_handshake_timeout; bytes already read (after a PROXY
+// header) are its first input.
+template <class Stream>
+void http_session<Stream>::do_tls_handshake() {
+    if constexpr (is_tls<Stream>) {
+        beast::get_lowest_layer(stream_).expires_after(worker_.cfg().limits.tls_handshake_timeout);
+        stream_.async_handshake(net::ssl::stream_base::server, buffer_.data(),
+                                [self = this->shared_from_this()](error_code ec, std::size_t used) {
+                                    self->on_tls_handshake(ec, used);
+                                });
+    }
+}
+
+template <class Stream>
+void http_session<Stream>::on_tls_handshake(error_code ec, std::size_t used) {
+    if constexpr (is_tls<Stream>) {
+        if (ec == beast::error::timeout) {
+            worker_.reject(rejection::tls_handshake_timeout);
+            spdlog::info("{}: TLS handshake not done within tls_handshake_timeout ({} ms); closed",
+                         peer_.address().to_string(), worker_.cfg().limits.tls_handshake_timeout.count());
+            return abort();
+        }
+        if (ec) {
+            if (ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::operation_aborted)
+                return abort(); // the client went away (or the worker is exiting)
+            worker_.reject(rejection::tls_handshake_failed);
+            spdlog::info("{}: TLS handshake failed ({}); closed", peer_.address().to_string(), ec.message());
+            return abort();
+        }
+        buffer_.consume(used);
+        do_wait_request();
+    }
 }
 
 // Between requests: wait for the first byte under the keep-alive timeout, then read the whole
 // request under the (shorter) header timeout, so a slow client cannot hold a request open.
-void http_session::do_wait_request() {
+template <class Stream>
+void http_session<Stream>::do_wait_request() {
     if (worker_.draining() && buffer_.size() == 0) {
         close();
         return;
@@ -120,15 +210,23 @@ void http_session::do_wait_request() {
     // request on its way: a drain beginning now still answers it (with Connection: close), so a
     // client that connected a moment before a drain or scale-down is served, not reset.
     idle_ = requests_ > 0;
-    stream_.expires_after(requests_ == 0 ? worker_.cfg().http.header_timeout
+    beast::get_lowest_layer(stream_).expires_after(requests_ == 0 ? worker_.cfg().http.header_timeout
                                          : worker_.cfg().http.keepalive_timeout);
-    stream_.async_read_some(buffer_.prepare(1024), [self = shared_from_this()](error_code ec, std::size_t n) {
+    stream_.async_read_some(buffer_.prepare(1024), [self = this->shared_from_this()](error_code ec, std::size_t n) {
         self->on_first_bytes(ec, n);
     });
 }
 
-void http_session::on_first_bytes(error_code ec, std::size_t n) {
+template <class Stream>
+void http_session<Stream>::on_first_bytes(error_code ec, std::size_t n) {
     idle_ = false;
+    if (ec == beast::error::timeout && requests_ == 0) {
+        // Connected and sent nothing at all: nothing to answer, but counted like a slow header.
+        worker_.reject(rejection::header_timeout);
+        spdlog::info("{}: no request within header_timeout ({} ms) of connecting; closed", client_text(),
+                     worker_.cfg().http.header_timeout.count());
+        return close();
+    }
     if (ec)
         return fail(ec, "read");
     buffer_.commit(n);
@@ -136,18 +234,36 @@ void http_session::on_first_bytes(error_code ec, std::size_t n) {
     do_read_request();
 }
 
-void http_session::do_read_request() {
+template <class Stream>
+void http_session<Stream>::do_read_request() {
     const auto& cfg = worker_.cfg();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(cfg.http.max_header_size));
     parser_->body_limit(cfg.http.max_body_size);
-    stream_.expires_after(cfg.http.header_timeout);
-    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t n) {
+    // Not the stream's own timeout: on expiry it closes the socket, and a slow client is owed a
+    // 408. This timer cancels the read instead, and on_read answers.
+    beast::get_lowest_layer(stream_).expires_never();
+    reading_request_ = true;
+    request_timed_out_ = false;
+    request_timer_.expires_after(cfg.http.header_timeout);
+    request_timer_.async_wait([self = this->shared_from_this(), seq = ++request_seq_](error_code ec) {
+        if (ec || !self->reading_request_ || seq != self->request_seq_)
+            return;
+        self->request_timed_out_ = true;
+        error_code ignored;
+        beast::get_lowest_layer(self->stream_).socket().cancel(ignored);
+    });
+    http::async_read(stream_, buffer_, *parser_, [self = this->shared_from_this()](error_code ec, std::size_t n) {
         self->on_read(ec, n);
     });
 }
 
-void http_session::on_read(error_code ec, std::size_t n) {
+template <class Stream>
+void http_session<Stream>::on_read(error_code ec, std::size_t n) {
+    reading_request_ = false;
+    request_timer_.cancel();
+    if (ec && request_timed_out_)
+        ec = beast::error::timeout;
     worker_.stats().bytes_in += n;
     if (ec == http::error::end_of_stream)
         return close();
@@ -179,7 +295,8 @@ void http_session::on_read(error_code ec, std::size_t n) {
     handle_request();
 }
 
-void http_session::handle_request() {
+template <class Stream>
+void http_session<Stream>::handle_request() {
     ++requests_;
     ++worker_.stats().http_requests;
     const request& req = parser_->get();
@@ -203,7 +320,8 @@ void http_session::handle_request() {
 }
 
 // A WebSocket route: echo, or pub/sub (raw: the channel is the rest of the path).
-void http_session::upgrade(const route& r, std::string_view path) {
+template <class Stream>
+void http_session<Stream>::upgrade(const route& r, std::string_view path) {
     const request& req = parser_->get();
     if (!websocket::is_upgrade(req)) {
         worker_.reject(rejection::ws_bad_handshake);
@@ -212,6 +330,14 @@ void http_session::upgrade(const route& r, std::string_view path) {
         auto res = make_response(req, http::status::upgrade_required, "this is a WebSocket endpoint\n");
         res.set(http::field::upgrade, "websocket");
         return send(std::move(res));
+    }
+    if (!valid_websocket_key(view(req[http::field::sec_websocket_key]))) {
+        // Beast 1.74 checks only the key's length: a key must be base64 of 16 bytes (RFC 6455 4.1).
+        worker_.reject(rejection::ws_bad_handshake);
+        spdlog::info("{}: bad WebSocket handshake on {} (Sec-WebSocket-Key is not base64 of 16 bytes); 400",
+                     client_text(), r.config.path);
+        close_after_ = true;
+        return send(make_response(req, http::status::bad_request, "bad Sec-WebSocket-Key\n"));
     }
     if (const auto origin = req[http::field::origin];
         !origin.empty() && !origin_allowed(worker_.cfg().websocket.allowed_origins, view(origin))) {
@@ -226,8 +352,8 @@ void http_session::upgrade(const route& r, std::string_view path) {
     ip_claim claim = std::move(ip_claim_);
     tcp::endpoint client = peer_;
     if (any_contains(worker_.cfg().http.trusted_proxies, peer_.address())) {
-        client.address(forwarded_client(peer_.address(), view(req["X-Forwarded-For"]),
-                                        view(req[http::field::forwarded]), worker_.cfg().http.trusted_proxies));
+        client.address(forwarded_client(peer_.address(), all_values(req, "X-Forwarded-For"),
+                                        all_values(req, "Forwarded"), worker_.cfg().http.trusted_proxies));
         if (client.address() != unmapped(peer_.address())) {
             auto forwarded_claim = worker_.claim_ip(client.address());
             if (!forwarded_claim) {
@@ -254,17 +380,15 @@ void http_session::upgrade(const route& r, std::string_view path) {
         }
     }
     upgraded_ = true;
-    stream_.expires_never();
-    if (worker_.cfg().log.access)
-        spdlog::info("{} \"{} {}\" 101 websocket", client.address().to_string(), view(req.method_string()),
-                     loggable(view(req.target())));
-    auto ws = std::make_shared<websocket_session>(worker_, stream_.release_socket(), client, mode, std::move(channel),
-                                                  r.config.path, std::move(claim));
+    beast::get_lowest_layer(stream_).expires_never();
+    auto ws = std::make_shared<websocket_session<Stream>>(worker_, std::move(stream_), tls_, client, mode,
+                                                          std::move(channel), r.config.path, std::move(claim));
     ws->run(parser_->release());
     // This session ends here; the WebSocket session owns the socket now.
 }
 
-void http_session::handle_publish(std::string_view path) {
+template <class Stream>
+void http_session<Stream>::handle_publish(std::string_view path) {
     const request& req = parser_->get();
     auto checked = publish_api::check(req, path, worker_.cfg());
     if (auto* res = std::get_if<string_response>(&checked)) {
@@ -276,7 +400,7 @@ void http_session::handle_publish(std::string_view path) {
     }
     auto message = std::get<shared_message>(std::move(checked));
     std::string channel = message->channel;
-    auto on_relayed = [self = shared_from_this(), channel](std::optional<std::uint32_t> workers) {
+    auto on_relayed = [self = this->shared_from_this(), channel](std::optional<std::uint32_t> workers) {
         const request& r = self->parser_->get();
         if (!workers)
             return self->send(make_response(r, http::status::service_unavailable,
@@ -287,7 +411,8 @@ void http_session::handle_publish(std::string_view path) {
     worker_.publish(std::move(message), worker::delivery::through_supervisor, std::move(on_relayed));
 }
 
-response http_session::handle_healthz(const request& req) const {
+template <class Stream>
+response http_session<Stream>::handle_healthz(const request& req) const {
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
         auto res = make_response(req, http::status::method_not_allowed, "method not allowed\n");
         res.set(http::field::allow, "GET, HEAD");
@@ -312,7 +437,8 @@ response http_session::handle_healthz(const request& req) const {
     return res;
 }
 
-void http_session::send(response res) {
+template <class Stream>
+void http_session<Stream>::send(response res) {
     response_ = std::move(res);
     bool close = false;
     const auto max_requests = worker_.cfg().http.max_requests_per_connection;
@@ -333,17 +459,18 @@ void http_session::send(response res) {
         },
         *response_);
     access_log(status);
-    stream_.expires_after(worker_.cfg().http.keepalive_timeout);
+    beast::get_lowest_layer(stream_).expires_after(worker_.cfg().http.keepalive_timeout);
     std::visit(
         [&](auto& m) {
-            http::async_write(stream_, m, [self = shared_from_this(), close](error_code ec, std::size_t n) {
+            http::async_write(stream_, m, [self = this->shared_from_this(), close](error_code ec, std::size_t n) {
                 self->on_write(ec, n, close);
             });
         },
         *response_);
 }
 
-void http_session::on_write(error_code ec, std::size_t n, bool close_after_write) {
+template <class Stream>
+void http_session<Stream>::on_write(error_code ec, std::size_t n, bool close_after_write) {
     worker_.stats().bytes_out += n;
     response_.reset();
     if (ec)
@@ -354,7 +481,8 @@ void http_session::on_write(error_code ec, std::size_t n, bool close_after_write
 }
 
 // For requests the parser rejected: answer with `status` and close (the stream is out of sync).
-void http_session::reply_error_and_close(http::status status, std::string_view why) {
+template <class Stream>
+void http_session<Stream>::reply_error_and_close(http::status status, std::string_view why) {
     string_response res{status, 11};
     res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.keep_alive(false);
@@ -364,18 +492,20 @@ void http_session::reply_error_and_close(http::status status, std::string_view w
     send(std::move(res));
 }
 
-std::string http_session::client_text() const {
+template <class Stream>
+std::string http_session<Stream>::client_text() const {
     if (parser_ && parser_->is_header_done() && any_contains(worker_.cfg().http.trusted_proxies, peer_.address())) {
         const auto& req = parser_->get();
-        return forwarded_client(peer_.address(), view(req["X-Forwarded-For"]),
-                                view(req[http::field::forwarded]), worker_.cfg().http.trusted_proxies)
+        return forwarded_client(peer_.address(), all_values(req, "X-Forwarded-For"),
+                                all_values(req, "Forwarded"), worker_.cfg().http.trusted_proxies)
             .to_string();
     }
     return peer_.address().to_string();
 }
 
 // [log] access: one line per response, "client "METHOD target" status".
-void http_session::access_log(unsigned status) const {
+template <class Stream>
+void http_session<Stream>::access_log(unsigned status) const {
     if (!worker_.cfg().log.access)
         return;
     if (parser_ && parser_->is_header_done()) {
@@ -387,33 +517,45 @@ void http_session::access_log(unsigned status) const {
     }
 }
 
-void http_session::drain(clock::time_point) {
+template <class Stream>
+void http_session<Stream>::drain(clock::time_point) {
     close_after_ = true;
     if (idle_) {
         // Waiting for a next request that has not started: close now.
         error_code ignored;
-        stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-        stream_.cancel();
+        beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+        beast::get_lowest_layer(stream_).cancel();
     }
 }
 
-void http_session::abort() {
+template <class Stream>
+void http_session<Stream>::abort() {
+    request_timer_.cancel();
     error_code ignored;
-    stream_.socket().close(ignored);
+    beast::get_lowest_layer(stream_).socket().close(ignored);
 }
 
-void http_session::close() {
+template <class Stream>
+void http_session<Stream>::close() {
+    request_timer_.cancel();
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.close();
+    // TLS: no close_notify. Every response has a length (Content-Length or chunked), so a client
+    // cannot mistake a cut-off response for a whole one, and a close_notify to a client that went
+    // away would need its own timeout.
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ignored);
+    beast::get_lowest_layer(stream_).close();
 }
 
-void http_session::fail(error_code ec, std::string_view what) {
+template <class Stream>
+void http_session<Stream>::fail(error_code ec, std::string_view what) {
     if (ec == net::error::operation_aborted || ec == net::error::eof || ec == net::error::connection_reset ||
         ec == beast::error::timeout || ec == net::error::broken_pipe)
         return close();
     spdlog::debug("{}: {}: {}", peer_.address().to_string(), what, ec.message());
     close();
 }
+
+template class http_session<plain_stream>;
+template class http_session<tls_stream>;
 
 } // namespace sockherd::worker

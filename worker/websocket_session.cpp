@@ -14,13 +14,16 @@ constexpr std::chrono::seconds handshake_timeout{10};
 
 } // namespace
 
-websocket_session::websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode,
-                                     std::string channel, std::string route_path, ip_claim claim)
-    : worker_(w), ws_(std::move(socket)), peer_(peer), mode_(mode), route_path_(std::move(route_path)),
+template <class Stream>
+websocket_session<Stream>::websocket_session(worker& w, Stream stream, std::shared_ptr<net::ssl::context> tls,
+                                             tcp::endpoint peer, ws_mode mode, std::string channel,
+                                             std::string route_path, ip_claim claim)
+    : worker_(w), tls_(std::move(tls)), ws_(std::move(stream)), peer_(peer), mode_(mode), route_path_(std::move(route_path)),
       channel_(std::move(channel)), drain_timer_(ws_.get_executor()), keepalive_timer_(ws_.get_executor()),
       ip_claim_(std::move(claim)) {}
 
-websocket_session::~websocket_session() {
+template <class Stream>
+websocket_session<Stream>::~websocket_session() {
     for (const auto& c : subscriptions_)
         worker_.unsubscribe(c, *this);
     if (registered_)
@@ -30,11 +33,13 @@ websocket_session::~websocket_session() {
                      std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - opened_at_).count());
 }
 
-wire_format websocket_session::format() const {
+template <class Stream>
+wire_format websocket_session<Stream>::format() const {
     return mode_ == ws_mode::pubsub_json ? wire_format::json : wire_format::raw;
 }
 
-void websocket_session::run(request req) {
+template <class Stream>
+void websocket_session<Stream>::run(request req) {
     worker_.add(*this, true);
     registered_ = true;
     ++worker_.stats().ws_sessions_total;
@@ -48,8 +53,22 @@ void websocket_session::run(request req) {
     ws_.set_option(t);
     // Pings and pongs from the client count as signs of life (Beast answers pings itself).
     ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
-        if (kind != websocket::frame_type::close)
+        if (kind != websocket::frame_type::close) {
             last_heard_ = clock::now();
+            return;
+        }
+        // Beast 1.74 takes any close code from 3000 up and would echo it; 5000 and above are not
+        // codes at all (RFC 6455 7.4). Fail the connection: drop it without echoing the code.
+        if (const auto code = ws_.reason().code; code >= 5000) {
+            worker_.reject(rejection::ws_protocol_error);
+            spdlog::info("{}: WebSocket close frame with invalid code {}; connection dropped (protocol error)",
+                         peer_.address().to_string(), code);
+            open_ = false;
+            error_code ignored;
+            auto& sock = beast::get_lowest_layer(ws_).socket();
+            sock.shutdown(tcp::socket::shutdown_both, ignored);
+            sock.close(ignored);
+        }
     });
     ws_.read_message_max(cfg.websocket.max_message_size);
     const unsigned slot = worker_.slot();
@@ -60,17 +79,19 @@ void websocket_session::run(request req) {
         // published anywhere in the node from then on reaches it.
         subscribe(channel_, false);
         worker_.after_interest_confirmed(
-            [self = shared_from_this(), req = std::move(req)]() mutable { self->do_accept(std::move(req)); });
+            [self = this->shared_from_this(), req = std::move(req)]() mutable { self->do_accept(std::move(req)); });
         return;
     }
     do_accept(std::move(req));
 }
 
-void websocket_session::do_accept(request req) {
-    ws_.async_accept(req, [self = shared_from_this()](error_code ec) { self->on_accept(ec); });
+template <class Stream>
+void websocket_session<Stream>::do_accept(request req) {
+    ws_.async_accept(req, [self = this->shared_from_this()](error_code ec) { self->on_accept(ec); });
 }
 
-void websocket_session::on_accept(error_code ec) {
+template <class Stream>
+void websocket_session<Stream>::on_accept(error_code ec) {
     if (ec) {
         if (ec == websocket::condition::handshake_failed) {
             // Beast has answered it (400, or 426 naming the version it speaks).
@@ -85,6 +106,8 @@ void websocket_session::on_accept(error_code ec) {
     accepted_ = true;
     open_ = true;
     opened_at_ = last_heard_ = clock::now();
+    if (worker_.cfg().log.access)
+        spdlog::info("{} \"GET {}{}\" 101 websocket", peer_.address().to_string(), route_path_, channel_);
     schedule_keepalive();
     if (close_pending_) { // cut off as a slow consumer before the handshake finished
         do_close();
@@ -107,11 +130,13 @@ void websocket_session::on_accept(error_code ec) {
     do_write(); // the welcome, and deliveries that arrived during the handshake
 }
 
-void websocket_session::do_read() {
-    ws_.async_read(buffer_, [self = shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
+template <class Stream>
+void websocket_session<Stream>::do_read() {
+    ws_.async_read(buffer_, [self = this->shared_from_this()](error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
-void websocket_session::on_read(error_code ec, std::size_t n) {
+template <class Stream>
+void websocket_session<Stream>::on_read(error_code ec, std::size_t n) {
     if (ec)
         return fail(ec, "read");
     last_heard_ = clock::now();
@@ -147,7 +172,8 @@ void websocket_session::on_read(error_code ec, std::size_t n) {
         do_read();
 }
 
-void websocket_session::on_json_op(std::string_view text) {
+template <class Stream>
+void websocket_session<Stream>::on_json_op(std::string_view text) {
     auto parsed = json_ops::parse(text);
     if (auto* err = std::get_if<json_ops::op_error>(&parsed)) {
         ++worker_.stats().bad_ops;
@@ -159,6 +185,8 @@ void websocket_session::on_json_op(std::string_view text) {
     case json_ops::op_kind::subscribe:
         if (!subscriptions_.count(op.channel) && subscriptions_.size() >= worker_.cfg().websocket.max_subscriptions) {
             worker_.reject(rejection::subscriptions);
+            spdlog::info("{}: subscribe to \"{}\" over max_subscriptions ({}); refused", peer_.address().to_string(),
+                         op.channel, worker_.cfg().websocket.max_subscriptions);
             enqueue_text(json_ops::encode_error(
                 {"too many subscriptions on one connection (max_subscriptions = " +
                      std::to_string(worker_.cfg().websocket.max_subscriptions) + ")",
@@ -180,18 +208,20 @@ void websocket_session::on_json_op(std::string_view text) {
 }
 
 // Subscribes to `channel`; with `reply`, acknowledges once the subscription is live node-wide.
-void websocket_session::subscribe(const std::string& channel, bool reply) {
+template <class Stream>
+void websocket_session<Stream>::subscribe(const std::string& channel, bool reply) {
     if (subscriptions_.insert(channel).second)
         worker_.subscribe(channel, *this);
     if (!reply)
         return;
-    worker_.after_interest_confirmed([weak = weak_from_this(), channel] {
+    worker_.after_interest_confirmed([weak = this->weak_from_this(), channel] {
         if (auto self = weak.lock(); self && self->open_)
             self->enqueue_text(json_ops::encode_event("subscribed", channel));
     });
 }
 
-void websocket_session::deliver(const broadcast& b) {
+template <class Stream>
+void websocket_session<Stream>::deliver(const broadcast& b) {
     const auto& m = b.message();
     if (mode_ == ws_mode::pubsub_json) {
         const auto& json = b.json_form();
@@ -201,12 +231,14 @@ void websocket_session::deliver(const broadcast& b) {
     }
 }
 
-void websocket_session::enqueue_text(std::string text) {
+template <class Stream>
+void websocket_session<Stream>::enqueue_text(std::string text) {
     auto owned = std::make_shared<const std::string>(std::move(text));
     enqueue({owned, *owned, false});
 }
 
-void websocket_session::enqueue(out_frame f) {
+template <class Stream>
+void websocket_session<Stream>::enqueue(out_frame f) {
     if (close_pending_ || (accepted_ && !open_))
         return; // closing: nothing more goes out
     const std::size_t limit = worker_.cfg().websocket.send_queue_limit;
@@ -225,7 +257,7 @@ void websocket_session::enqueue(out_frame f) {
             queue_.pop_back();
         }
         close_pending_ = websocket::close_reason(websocket::close_code::policy_error, "slow consumer");
-        net::post(ws_.get_executor(), [self = shared_from_this()] {
+        net::post(ws_.get_executor(), [self = this->shared_from_this()] {
             if (!self->writing_)
                 self->do_close();
         });
@@ -237,7 +269,8 @@ void websocket_session::enqueue(out_frame f) {
         do_write();
 }
 
-void websocket_session::do_write() {
+template <class Stream>
+void websocket_session<Stream>::do_write() {
     if (writing_ || !open_)
         return;
     if (ping_due_ && !close_pending_) {
@@ -245,7 +278,7 @@ void websocket_session::do_write() {
         // for more than one frame.
         ping_due_ = false;
         writing_ = true;
-        ws_.async_ping({}, [self = shared_from_this()](error_code ec) {
+        ws_.async_ping({}, [self = this->shared_from_this()](error_code ec) {
             self->writing_ = false;
             if (ec)
                 return self->fail(ec, "ping");
@@ -262,10 +295,11 @@ void websocket_session::do_write() {
     const auto& f = queue_.front();
     ws_.binary(f.binary);
     ws_.async_write(net::buffer(f.bytes.data(), f.bytes.size()),
-                    [self = shared_from_this()](error_code ec, std::size_t n) { self->on_write(ec, n); });
+                    [self = this->shared_from_this()](error_code ec, std::size_t n) { self->on_write(ec, n); });
 }
 
-void websocket_session::on_write(error_code ec, std::size_t n) {
+template <class Stream>
+void websocket_session<Stream>::on_write(error_code ec, std::size_t n) {
     writing_ = false;
     if (ec)
         return fail(ec, "write");
@@ -282,7 +316,8 @@ void websocket_session::on_write(error_code ec, std::size_t n) {
     do_write();
 }
 
-void websocket_session::close_with(websocket::close_code code, std::string_view reason) {
+template <class Stream>
+void websocket_session<Stream>::close_with(websocket::close_code code, std::string_view reason) {
     if (close_pending_)
         return;
     close_pending_ = websocket::close_reason(code, reason);
@@ -290,12 +325,13 @@ void websocket_session::close_with(websocket::close_code code, std::string_view 
         do_close();
 }
 
-void websocket_session::do_close() {
+template <class Stream>
+void websocket_session<Stream>::do_close() {
     if (!open_ || !close_pending_)
         return;
     open_ = false;
     keepalive_timer_.cancel();
-    ws_.async_close(*close_pending_, [self = shared_from_this()](error_code ec) {
+    ws_.async_close(*close_pending_, [self = this->shared_from_this()](error_code ec) {
         if (ec)
             spdlog::debug("{}: close handshake: {}", self->peer_.address().to_string(), ec.message());
     });
@@ -303,7 +339,8 @@ void websocket_session::do_close() {
 
 // Closes with 1001 at the deadline, a little before it at random so that a node's clients do
 // not all reconnect in the same millisecond.
-void websocket_session::drain(clock::time_point deadline) {
+template <class Stream>
+void websocket_session<Stream>::drain(clock::time_point deadline) {
     const auto now = clock::now();
     const auto window = deadline > now ? deadline - now : clock::duration::zero();
     const auto spread = std::min<clock::duration>(window / 10, std::chrono::seconds(1));
@@ -312,14 +349,15 @@ void websocket_session::drain(clock::time_point deadline) {
         ? clock::duration(std::uniform_int_distribution<clock::rep>(0, spread.count())(rng))
         : clock::duration::zero();
     drain_timer_.expires_at(deadline - jitter);
-    drain_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    drain_timer_.async_wait([self = this->shared_from_this()](error_code ec) {
         if (ec || !self->open_)
             return;
         self->close_with(websocket::close_code::going_away, "server is shutting down");
     });
 }
 
-void websocket_session::schedule_keepalive() {
+template <class Stream>
+void websocket_session<Stream>::schedule_keepalive() {
     const auto& ws = worker_.cfg().websocket;
     const auto now = clock::now();
     if (ws.ping_interval.count() > 0 && next_ping_ <= now)
@@ -328,13 +366,14 @@ void websocket_session::schedule_keepalive() {
     if (ws.ping_interval.count() > 0)
         at = std::min(at, next_ping_);
     keepalive_timer_.expires_at(at);
-    keepalive_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    keepalive_timer_.async_wait([self = this->shared_from_this()](error_code ec) {
         if (!ec)
             self->on_keepalive_timer();
     });
 }
 
-void websocket_session::on_keepalive_timer() {
+template <class Stream>
+void websocket_session<Stream>::on_keepalive_timer() {
     if (!open_)
         return;
     const auto& ws = worker_.cfg().websocket;
@@ -360,14 +399,16 @@ void websocket_session::on_keepalive_timer() {
     schedule_keepalive();
 }
 
-void websocket_session::abort() {
+template <class Stream>
+void websocket_session<Stream>::abort() {
     keepalive_timer_.cancel();
     drain_timer_.cancel();
     error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
 }
 
-void websocket_session::fail(error_code ec, std::string_view what) {
+template <class Stream>
+void websocket_session<Stream>::fail(error_code ec, std::string_view what) {
     open_ = false;
     drain_timer_.cancel();
     keepalive_timer_.cancel();
@@ -380,7 +421,7 @@ void websocket_session::fail(error_code ec, std::string_view what) {
                      peer_.address().to_string(), worker_.cfg().websocket.max_message_size);
         return;
     }
-    if (ec == websocket::error::bad_frame_payload || ec == websocket::error::bad_close_payload) {
+    if (ec == websocket::error::bad_frame_payload) {
         worker_.reject(rejection::ws_invalid_utf8);
         spdlog::info("{}: WebSocket text that is not UTF-8 ({}); closed with 1007", peer_.address().to_string(),
                      ec.message());
@@ -394,5 +435,8 @@ void websocket_session::fail(error_code ec, std::string_view what) {
     }
     spdlog::debug("{}: WebSocket {}: {}", peer_.address().to_string(), what, ec.message());
 }
+
+template class websocket_session<plain_stream>;
+template class websocket_session<tls_stream>;
 
 } // namespace sockherd::worker

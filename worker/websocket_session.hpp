@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/net.hpp"
+#include "common/tls_stream.hpp"
 #include "worker/connection.hpp"
 #include "worker/hub.hpp"
 #include "worker/response.hpp"
@@ -24,15 +25,17 @@ class worker;
 
 enum class ws_mode { echo, pubsub_raw, pubsub_json };
 
+template <class Stream> // plain_stream or tls_stream (common/tls_stream.hpp)
 class websocket_session final : public connection,
                                 public subscriber,
-                                public std::enable_shared_from_this<websocket_session> {
+                                public std::enable_shared_from_this<websocket_session<Stream>> {
 public:
     // `channel`: the channel of a raw pubsub session (already validated), else empty.
     // `peer`: the client (after PROXY and trusted X-Forwarded-For); `claim`: its count against
     // max_connections_per_ip, held for the session's life.
-    websocket_session(worker& w, tcp::socket socket, tcp::endpoint peer, ws_mode mode, std::string channel,
-                      std::string route_path, ip_claim claim);
+    // `tls`: the listener's context the stream uses (kept alive with it; null for plain_stream).
+    websocket_session(worker& w, Stream stream, std::shared_ptr<net::ssl::context> tls, tcp::endpoint peer,
+                      ws_mode mode, std::string channel, std::string route_path, ip_claim claim);
     ~websocket_session();
 
     // Completes the handshake for `req` (the Upgrade request the http_session read). A raw pubsub
@@ -73,7 +76,8 @@ private:
     void fail(error_code ec, std::string_view what);
 
     worker& worker_;
-    websocket::stream<beast::tcp_stream> ws_;
+    std::shared_ptr<net::ssl::context> tls_; // outlives ws_
+    websocket::stream<Stream> ws_;
     tcp::endpoint peer_;
     ws_mode mode_;
     std::string route_path_;

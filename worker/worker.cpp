@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
+#include "common/tls.hpp"
 #include "worker/http_session.hpp"
 
 namespace sockherd::worker {
@@ -166,6 +167,24 @@ void worker::apply_config(ipc::config_msg&& m) {
         exit_now(1);
         return;
     }
+    // TLS listeners: a context each from the certificate and key the supervisor read and checked.
+    std::vector<std::shared_ptr<net::ssl::context>> tls_contexts(std::get<config>(result).listeners.size());
+    for (const auto& e : m.tls) {
+        if (e.listener >= tls_contexts.size()) {
+            spdlog::critical("TLS material for listener {} of {}", e.listener, tls_contexts.size());
+            exit_now(1);
+            return;
+        }
+        auto ctx = make_server_context({e.cert_pem, e.key_pem});
+        if (auto* err = std::get_if<std::string>(&ctx)) {
+            // The supervisor made a context from these very bytes; this is a bug, not input.
+            spdlog::critical("TLS listener {}: {}", std::get<config>(result).listeners[e.listener].address, *err);
+            exit_now(1);
+            return;
+        }
+        tls_contexts[e.listener] = std::get<std::shared_ptr<net::ssl::context>>(std::move(ctx));
+    }
+    tls_contexts_ = std::move(tls_contexts);
     auto cfg = std::make_shared<const config>(std::get<config>(std::move(result)));
     apply_log_config(process_name(slot_), *cfg);
     router_ = std::make_shared<const router>(*cfg);
@@ -300,7 +319,12 @@ void worker::accept_handoff(ipc::handoff_msg&& m) {
         }
         sock.set_option(tcp::no_delay(true), ec);
         ++stats_.connections_total;
-        std::make_shared<http_session>(*this, std::move(sock), c.peer, m.listener_id)->run();
+        if (m.listener_id < tls_contexts_.size() && tls_contexts_[m.listener_id])
+            std::make_shared<http_session<tls_stream>>(*this, std::move(sock), c.peer, m.listener_id,
+                                                       tls_contexts_[m.listener_id])
+                ->run();
+        else
+            std::make_shared<http_session<plain_stream>>(*this, std::move(sock), c.peer, m.listener_id)->run();
     }
     report_load();
 }

@@ -18,6 +18,7 @@
 #include "common/ipc/channel.hpp"
 #include "common/net.hpp"
 #include "common/rejections.hpp"
+#include "common/tls_stream.hpp"
 #include "worker/connection.hpp"
 #include "worker/hub.hpp"
 #include "worker/router.hpp"
@@ -137,6 +138,7 @@ private:
     std::shared_ptr<ipc::channel> channel_;
     std::shared_ptr<const config> config_;
     std::shared_ptr<const router> router_;
+    std::vector<std::shared_ptr<net::ssl::context>> tls_contexts_; // by listener; null: plain
     std::uint64_t generation_ = 0;
     net::signal_set signals_;
     net::steady_timer drain_timer_;

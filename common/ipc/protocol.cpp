@@ -123,6 +123,12 @@ bool get_endpoint(reader& r, boost::asio::ip::tcp::endpoint& ep) {
 void encode_payload(writer& w, const config_msg& m) {
     w.u64(m.generation);
     w.str(m.toml);
+    w.u32(static_cast<std::uint32_t>(m.tls.size()));
+    for (const auto& e : m.tls) {
+        w.u16(e.listener);
+        w.str(e.cert_pem);
+        w.str(e.key_pem);
+    }
 }
 void encode_payload(writer& w, const handoff_msg& m) {
     w.u16(m.listener_id);
@@ -237,6 +243,16 @@ bool decode_payload(reader& r, interest_ack_msg& m) {
 bool decode_payload(reader& r, config_msg& m) {
     m.generation = r.u64();
     m.toml = r.str();
+    const auto n = r.u32();
+    if (n > 65536)
+        return false;
+    for (std::uint32_t i = 0; i < n && !r.bad(); ++i) {
+        config_msg::tls_entry e;
+        e.listener = r.u16();
+        e.cert_pem = r.str();
+        e.key_pem = r.str();
+        m.tls.push_back(std::move(e));
+    }
     return true;
 }
 bool decode_payload(reader& r, handoff_msg& m) {

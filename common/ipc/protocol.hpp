@@ -70,6 +70,13 @@ enum class message_type : std::uint16_t {
 struct config_msg {
     std::uint64_t generation = 0;
     std::string toml;
+    // The PEM files of the TLS listeners, read by the supervisor: the worker may not be able to.
+    struct tls_entry {
+        std::uint16_t listener = 0; // index in the config's listeners
+        std::string cert_pem;
+        std::string key_pem;
+    };
+    std::vector<tls_entry> tls;
 };
 
 struct handoff_entry {

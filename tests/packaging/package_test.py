@@ -65,10 +65,11 @@ ALLOWED_LINTIAN = set()
 
 # Shared libraries the binary may need: each exists on Debian 12, Ubuntu 22.04+, RHEL/Rocky 9 and
 # Fedora. Version ceilings are RHEL 9's (glibc 2.34, GCC 11's libstdc++ and libgcc_s, systemd 252).
+# OpenSSL (TLS listeners) is 3.0 on both Debian 12 and RHEL 9, so only its 3.0.0 symbols may be used.
 RHEL9_LIBRARIES = {"libc.so.6", "libm.so.6", "libstdc++.so.6", "libgcc_s.so.1", "libsystemd.so.0",
-                   "ld-linux-x86-64.so.2"}
+                   "ld-linux-x86-64.so.2", "libssl.so.3", "libcrypto.so.3"}
 VERSION_CEILINGS = {"GLIBC": (2, 34), "GLIBCXX": (3, 4, 29), "CXXABI": (1, 3, 13), "GCC": (11, 0),
-                    "LIBSYSTEMD": (252,)}
+                    "LIBSYSTEMD": (252,), "OPENSSL": (3, 0, 0)}
 RPM_PLAIN_REQUIRES = {"/bin/sh", "shadow-utils", "systemd", "rtld(GNU_HASH)"}
 
 failures = []

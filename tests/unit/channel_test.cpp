@@ -91,7 +91,7 @@ TEST_F(channel_pair, many_handoffs_interleaved_keep_each_descriptor_with_its_mes
         }
         a->send(std::move(h));
         if (i % 7 == 0)
-            a->send(config_msg{static_cast<std::uint64_t>(i), std::string(5000, 'c')});
+            a->send(config_msg{static_cast<std::uint64_t>(i), std::string(5000, 'c'), {}});
     }
     ASSERT_TRUE(run_until([&] {
         return std::count_if(got_b.begin(), got_b.end(),
@@ -118,7 +118,7 @@ TEST_F(channel_pair, a_one_mebibyte_message_passes) {
     open();
     std::string big(1024 * 1024, 'z');
     big[12345] = 'q';
-    a->send(config_msg{77, big});
+    a->send(config_msg{77, big, {}});
     ASSERT_TRUE(run_until([&] { return got_b.size() == 1; }));
     auto& m = std::get<config_msg>(got_b[0]);
     EXPECT_EQ(m.generation, 77u);
@@ -299,7 +299,7 @@ TEST_F(channel_pair, full_reports_room_when_the_queue_drains) {
     auto sender = std::make_shared<channel>(ioc, std::move(x), lim);
     int room = 0;
     sender->start({[](message&&) {}, [](error_code, std::string_view) {}, [&] { ++room; }});
-    sender->send(config_msg{1, std::string(4096, 'a')});
+    sender->send(config_msg{1, std::string(4096, 'a'), {}});
     EXPECT_TRUE(sender->full());
     // Nobody reads y yet, but 4 KiB fits in the socket buffer: the queue drains.
     ASSERT_TRUE(run_until([&] { return room == 1; }));

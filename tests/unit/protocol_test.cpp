@@ -22,10 +22,25 @@ decode_result round_trip(const message& m) {
 }
 
 TEST(protocol, config_round_trip) {
-    auto r = round_trip(config_msg{42, "[server]\nworkers = 3\n"});
+    auto r = round_trip(config_msg{42, "[server]\nworkers = 3\n", {}});
     const auto& m = std::get<config_msg>(r.msg);
     EXPECT_EQ(m.generation, 42u);
     EXPECT_EQ(m.toml, "[server]\nworkers = 3\n");
+    EXPECT_TRUE(m.tls.empty());
+}
+
+TEST(protocol, config_round_trip_carries_tls_material) {
+    config_msg in{7, "x = 1\n", {}};
+    in.tls.push_back({2, "-----BEGIN CERTIFICATE-----\nabc\n", std::string("key\0bytes", 9)});
+    in.tls.push_back({0, "cert0", "key0"});
+    const auto r = round_trip(in);
+    const auto& m = std::get<config_msg>(r.msg);
+    ASSERT_EQ(m.tls.size(), 2u);
+    EXPECT_EQ(m.tls[0].listener, 2u);
+    EXPECT_EQ(m.tls[0].cert_pem, in.tls[0].cert_pem);
+    EXPECT_EQ(m.tls[0].key_pem, in.tls[0].key_pem);
+    EXPECT_EQ(m.tls[1].listener, 0u);
+    EXPECT_EQ(m.tls[1].key_pem, "key0");
 }
 
 TEST(protocol, handoff_round_trip_keeps_peers_and_count) {
@@ -86,13 +101,13 @@ TEST(protocol, heartbeat_round_trip_keeps_every_counter_in_place) {
 
 TEST(protocol, large_payload_round_trip) {
     std::string big(1024 * 1024 + 17, 'x');
-    auto r = round_trip(config_msg{1, big});
+    auto r = round_trip(config_msg{1, big, {}});
     EXPECT_EQ(std::get<config_msg>(r.msg).toml.size(), big.size());
 }
 
 TEST(protocol, every_truncation_needs_more) {
     std::string buf;
-    encode(config_msg{5, "abcdef"}, buf);
+    encode(config_msg{5, "abcdef", {}}, buf);
     for (std::size_t n = 0; n < buf.size(); ++n) {
         auto r = decode(bytes_of(buf.substr(0, n)));
         EXPECT_EQ(r.status, decode_status::need_more) << "prefix of " << n << " bytes";
@@ -136,7 +151,7 @@ TEST(protocol, payload_that_does_not_match_its_type_is_malformed) {
     EXPECT_EQ(decode(bytes_of(buf)).status, decode_status::malformed);
 
     std::string cfg;
-    encode(config_msg{1, "abc"}, cfg);
+    encode(config_msg{1, "abc", {}}, cfg);
     cfg[8 + 8] = 100; // string length larger than the payload
     EXPECT_EQ(decode(bytes_of(cfg)).status, decode_status::malformed);
 }
