@@ -20,26 +20,6 @@ namespace {
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
-// The sum over the worker rows of rejections.<reason>.
-std::int64_t rejections(const json& st, std::string_view reason) {
-    std::int64_t sum = 0;
-    for (const auto& w : workers_of(st)) {
-        const auto it = w.find("rejections");
-        if (it != w.end() && it->is_object() && it->contains(reason) && (*it)[std::string(reason)].is_number())
-            sum += (*it)[std::string(reason)].get<std::int64_t>();
-    }
-    return sum;
-}
-
-// Waits until the node counted exactly `expected` rejections for `reason` (heartbeats every 100 ms).
-std::string expect_rejections(const node& n, std::string_view reason, std::int64_t expected) {
-    const auto w = wait_status(n, [&](const json& st) { return rejections(st, reason) == expected; }, 5s);
-    if (w.ok)
-        return {};
-    return std::string(reason) + ": expected " + std::to_string(expected) + ", status says " +
-        (w.last ? std::to_string(rejections(*w.last, reason)) : std::string("nothing"));
-}
-
 constexpr std::string_view fast_heartbeat = "[supervisor]\nheartbeat_interval = \"100ms\"\nwatchdog_timeout = \"2s\"\n\n";
 
 // A WebSocket handshake request for /echo, written by hand.

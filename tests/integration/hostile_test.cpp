@@ -66,17 +66,6 @@ config_text hostile_config(unsigned workers = 2) {
 
 // ---- counting --------------------------------------------------------------------------------
 
-// workers_of(st)[i]["rejections"][reason] summed over the rows; a missing one counts 0.
-std::int64_t rejections(const json& st, std::string_view reason) {
-    std::int64_t sum = 0;
-    for (const auto& w : workers_of(st)) {
-        const auto it = w.find("rejections");
-        if (it != w.end() && it->is_object())
-            sum += std::max<std::int64_t>(int_field(*it, reason), 0);
-    }
-    return sum;
-}
-
 // totals.rejections[reason]; -1 when it is missing.
 std::int64_t total_rejections(const json& st, std::string_view reason) {
     const auto t = st.find("totals");

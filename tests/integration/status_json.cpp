@@ -64,6 +64,19 @@ std::int64_t sum_field(const json& st, std::string_view key) {
     return s;
 }
 
+std::int64_t rejections(const json& st, std::string_view reason) {
+    std::int64_t sum = 0;
+    for (const auto& w : workers_of(st)) {
+        const auto it = w.find("rejections");
+        if (it == w.end() || !it->is_object())
+            continue;
+        const auto r = it->find(reason);
+        if (r != it->end() && r->is_number_integer())
+            sum += r->get<std::int64_t>();
+    }
+    return sum;
+}
+
 std::int64_t total(const json& st, std::string_view key) {
     const auto it = st.find("totals");
     return it != st.end() && it->is_object() ? int_field(*it, key) : -1;
@@ -145,6 +158,15 @@ status_wait wait_status(const node& n, const std::function<bool(const json&)>& p
         },
         timeout, poll);
     return out;
+}
+
+std::string expect_rejections(const node& n, std::string_view reason, std::int64_t expected) {
+    const auto w = wait_status(n, [&](const json& st) { return rejections(st, reason) == expected; },
+                               milliseconds(5000));
+    if (w.ok)
+        return {};
+    return std::string(reason) + ": expected " + std::to_string(expected) + ", status says " +
+        (w.last ? std::to_string(rejections(*w.last, reason)) : std::string("nothing"));
 }
 
 } // namespace sockherd::test

@@ -43,6 +43,8 @@ const nlohmann::json* row_with_pid(const nlohmann::json& st, pid_t pid);
 unsigned rows_in_state(const nlohmann::json& st, std::string_view state);
 // The sum of a per-worker counter over every row (a missing one counts 0).
 std::int64_t sum_field(const nlohmann::json& st, std::string_view key);
+// rejections.<reason> (common/rejections.hpp) summed over the worker rows; a missing one counts 0.
+std::int64_t rejections(const nlohmann::json& st, std::string_view reason);
 // A field of "totals"; -1 when it is missing.
 std::int64_t total(const nlohmann::json& st, std::string_view key);
 // slot -> pid of the slots' own rows (draining rows left out).
@@ -68,6 +70,9 @@ struct status_wait {
     bool ok = false;
     std::optional<nlohmann::json> last; // the last document read (the one that matched, when ok)
 };
+
+// Waits (5 s) until rejections(st, reason) == expected; empty on success, else what status said.
+std::string expect_rejections(const node& n, std::string_view reason, std::int64_t expected);
 
 // Polls GET /status.json (each read under 2 s) until `pred` holds or `timeout` passes.
 status_wait wait_status(const node& n, const std::function<bool(const nlohmann::json&)>& pred,

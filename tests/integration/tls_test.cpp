@@ -44,24 +44,6 @@ std::string make_cert(const temp_dir& dir, const std::string& name, const std::s
 
 bool openssl_available() { return run_command({openssl_binary(), "version"}, 5s).exit_code == 0; }
 
-std::int64_t rejections(const json& st, std::string_view reason) {
-    std::int64_t sum = 0;
-    for (const auto& w : workers_of(st)) {
-        const auto it = w.find("rejections");
-        if (it != w.end() && it->is_object() && it->contains(reason) && (*it)[std::string(reason)].is_number())
-            sum += (*it)[std::string(reason)].get<std::int64_t>();
-    }
-    return sum;
-}
-
-std::string expect_rejections(const node& n, std::string_view reason, std::int64_t expected) {
-    const auto w = wait_status(n, [&](const json& st) { return rejections(st, reason) == expected; }, 5s);
-    if (w.ok)
-        return {};
-    return std::string(reason) + ": expected " + std::to_string(expected) + ", status says " +
-        (w.last ? std::to_string(rejections(*w.last, reason)) : std::string("nothing"));
-}
-
 config_text tls_config(const temp_dir& certs, std::string extra = {}) {
     config_text cfg{2, "[supervisor]\nheartbeat_interval = \"100ms\"\nwatchdog_timeout = \"2s\"\n\n"
                        "[limits]\ntls_handshake_timeout = \"1s\"\n\n" +
