@@ -31,6 +31,7 @@ struct toml_assertion_failed {};
 #include <toml++/toml.h>
 
 #include "common/embedded.hpp"
+#include "common/toml_prescan.hpp"
 #include "common/unique_fd.hpp"
 #include "common/units.hpp"
 
@@ -177,10 +178,11 @@ public:
             out = choice_value(*node, key, choices);
     }
 
-    void read_int(std::string_view key, int& out, int min, int max) const {
+    // An integer in [min, max]; nullopt when the key is absent.
+    std::optional<std::int64_t> integer_in(std::string_view key, std::int64_t min, std::int64_t max) const {
         const auto* node = find(key);
         if (node == nullptr)
-            return;
+            return std::nullopt;
         const auto* v = node->as_integer();
         if (v == nullptr)
             wrong_type(*node, key, "an integer");
@@ -188,22 +190,18 @@ public:
             fail(*node, key,
                  "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
                      std::to_string(v->get()));
-        out = static_cast<int>(v->get());
+        return v->get();
+    }
+
+    void read_int(std::string_view key, int& out, int min, int max) const {
+        if (const auto v = integer_in(key, min, max))
+            out = static_cast<int>(*v);
     }
 
     // A count (connections, requests): an integer, no unit.
     void read_count(std::string_view key, std::uint64_t& out, std::int64_t min, std::int64_t max) const {
-        const auto* node = find(key);
-        if (node == nullptr)
-            return;
-        const auto* v = node->as_integer();
-        if (v == nullptr)
-            wrong_type(*node, key, "an integer");
-        if (v->get() < min || v->get() > max)
-            fail(*node, key,
-                 "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
-                     std::to_string(v->get()));
-        out = static_cast<std::uint64_t>(v->get());
+        if (const auto v = integer_in(key, min, max))
+            out = static_cast<std::uint64_t>(*v);
     }
 
     void read_bool(std::string_view key, bool& out) const {
@@ -703,6 +701,9 @@ enum class starting_from { defaults, nothing };
 config_result parse_onto(std::string_view text, std::string_view source_name, starting_from base) {
     const std::string name(source_name);
     try {
+        // Before toml++, which 3.3 lets reach undefined behaviour on some non-ASCII (see toml_prescan.hpp).
+        if (auto unsafe = prescan_toml(text))
+            return config_error{name, unsafe->line, unsafe->column, std::move(unsafe->message)};
         config cfg = base == starting_from::defaults ? default_config() : config{};
         cfg.server.user_position = {}; // a position in default.toml means nothing in this file
         const toml::table root = toml::parse(text, source_name);
