@@ -1093,6 +1093,29 @@ TEST_F(hostile, ws_close_frame_with_one_byte_payload) {
     finish("ws_protocol_error", 1, protocol_error_log);
 }
 
+// Not hostile, but the other half of keepalive: a client's ping gets a pong with its payload, and
+// the session goes on (an echo after it). Nothing is counted.
+TEST_F(hostile, ws_client_ping_is_answered_with_a_pong) {
+    tcp_client c;
+    ASSERT_EQ(open_raw_ws(c, port()), "");
+    ASSERT_EQ(c.send_all(encode(frame_of(opcode::ping, "are you there?")) + encode(frame_of(opcode::text, "after"))),
+              "");
+    const auto deadline = clock::now() + 5s;
+    std::string why;
+    const auto pong = read_frame(c, deadline, why);
+    ASSERT_TRUE(pong) << why;
+    EXPECT_EQ(pong->opcode, opcode::pong);
+    EXPECT_EQ(pong->payload, "are you there?");
+    EXPECT_FALSE(pong->masked);
+    const auto echo = read_frame(c, deadline, why);
+    ASSERT_TRUE(echo) << why;
+    EXPECT_EQ(echo->opcode, opcode::text);
+    EXPECT_EQ(echo->payload, "after");
+    const auto st = node_->status_json();
+    ASSERT_TRUE(st);
+    EXPECT_EQ(rejections(*st, "ws_protocol_error"), 0);
+}
+
 // ---- soak ---------------------------------------------------------------------------------------
 
 struct soak_case {
