@@ -461,7 +461,10 @@ std::vector<T> read_list(const section& s, std::string_view key, std::size_t max
 void read_http(const toml::table& table, config& cfg) {
     section s(table, "[http]",
               {"max_header_size", "max_body_size", "header_timeout", "keepalive_timeout", "max_requests_per_connection",
-               "trusted_proxies"});
+               "trusted_proxies", "forwarded_header"});
+    static constexpr choice<forwarded_syntax> forwarded_headers[] = {
+        {"x-forwarded-for", forwarded_syntax::x_forwarded_for}, {"forwarded", forwarded_syntax::forwarded}};
+    s.read_choice<forwarded_syntax>("forwarded_header", cfg.http.forwarded_header, forwarded_headers);
     s.read_count("max_requests_per_connection", cfg.http.max_requests_per_connection, 1, 1'000'000'000);
     if (s.find("trusted_proxies"))
         cfg.http.trusted_proxies = read_list<cidr>(

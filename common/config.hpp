@@ -15,6 +15,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "common/cidr.hpp"
+#include "common/forwarded.hpp"
 #include "common/origin.hpp"
 #include "common/redis_url.hpp"
 
@@ -115,6 +116,9 @@ struct config {
         // Peers whose X-Forwarded-For / Forwarded headers name the client (for logs and the
         // per-IP limit of WebSocket sessions); from any other peer those headers are ignored.
         std::vector<cidr> trusted_proxies;
+        // The one header those proxies write: "x-forwarded-for" (nginx, HAProxy, most cloud
+        // balancers) or "forwarded" (RFC 7239). The other is ignored, so a client cannot add it.
+        forwarded_syntax forwarded_header = forwarded_syntax::x_forwarded_for;
     } http;
 
     struct websocket_section {

@@ -78,18 +78,13 @@ std::optional<address> rightmost_untrusted(std::string_view list, const std::vec
 
 } // namespace
 
-address forwarded_client(const address& peer, std::string_view x_forwarded_for, std::string_view forwarded,
+address forwarded_client(const address& peer, std::string_view header, forwarded_syntax syntax,
                          const std::vector<cidr>& trusted) {
     if (!any_contains(trusted, peer))
         return peer;
-    if (!trim(forwarded).empty()) {
-        if (const auto a = rightmost_untrusted(forwarded, trusted, forwarded_element))
-            return *a;
-        return peer;
-    }
-    if (const auto a = rightmost_untrusted(x_forwarded_for, trusted, xff_element))
-        return *a;
-    return peer;
+    const auto a = syntax == forwarded_syntax::forwarded ? rightmost_untrusted(header, trusted, forwarded_element)
+                                                         : rightmost_untrusted(header, trusted, xff_element);
+    return a ? *a : peer;
 }
 
 } // namespace sockherd

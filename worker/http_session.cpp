@@ -348,12 +348,23 @@ void http_session<Stream>::upgrade(const route& r, std::string_view path) {
     }
     if (worker_.node_stopping()) // the node goes away: the client should go to another one
         return send(make_response(req, http::status::service_unavailable, "draining\n"));
+    ws_mode mode = ws_mode::echo;
+    std::string channel;
+    if (r.config.kind == route_kind::pubsub) {
+        mode = r.config.protocol == pubsub_protocol::json ? ws_mode::pubsub_json : ws_mode::pubsub_raw;
+        if (mode == ws_mode::pubsub_raw) {
+            channel = std::string(path.substr(r.config.path.size()));
+            if (!valid_channel_name(channel))
+                return send(make_response(req, http::status::bad_request,
+                                          "bad channel name: 1 to 200 bytes of A-Z a-z 0-9 - _ . : @\n"));
+        }
+    }
     // From a trusted proxy, the session counts against the forwarded client's address instead.
+    // Every refusal above leaves ip_claim_ with this connection, which may go on (keep-alive).
     ip_claim claim = std::move(ip_claim_);
     tcp::endpoint client = peer_;
     if (any_contains(worker_.cfg().http.trusted_proxies, peer_.address())) {
-        client.address(forwarded_client(peer_.address(), all_values(req, "X-Forwarded-For"),
-                                        all_values(req, "Forwarded"), worker_.cfg().http.trusted_proxies));
+        client.address(forwarded_address(req));
         if (client.address() != unmapped(peer_.address())) {
             auto forwarded_claim = worker_.claim_ip(client.address());
             if (!forwarded_claim) {
@@ -368,23 +379,17 @@ void http_session<Stream>::upgrade(const route& r, std::string_view path) {
             claim = std::move(*forwarded_claim);
         }
     }
-    ws_mode mode = ws_mode::echo;
-    std::string channel;
-    if (r.config.kind == route_kind::pubsub) {
-        mode = r.config.protocol == pubsub_protocol::json ? ws_mode::pubsub_json : ws_mode::pubsub_raw;
-        if (mode == ws_mode::pubsub_raw) {
-            channel = std::string(path.substr(r.config.path.size()));
-            if (!valid_channel_name(channel))
-                return send(make_response(req, http::status::bad_request,
-                                          "bad channel name: 1 to 200 bytes of A-Z a-z 0-9 - _ . : @\n"));
-        }
-    }
     upgraded_ = true;
     beast::get_lowest_layer(stream_).expires_never();
+    request_timer_.cancel();
     auto ws = std::make_shared<websocket_session<Stream>>(worker_, std::move(stream_), tls_, client, mode,
                                                           std::move(channel), r.config.path, std::move(claim));
     ws->run(parser_->release());
-    // This session ends here; the WebSocket session owns the socket now.
+    // This session ends here; the WebSocket session owns the socket now. Deregistered at once
+    // (after the WebSocket session registered, so a draining worker never sees zero sessions):
+    // nothing may drain or abort it any more, a moved-from ssl_stream has no layers to reach.
+    worker_.remove(*this, false);
+    registered_ = false;
 }
 
 template <class Stream>
@@ -495,12 +500,18 @@ void http_session<Stream>::reply_error_and_close(http::status status, std::strin
 template <class Stream>
 std::string http_session<Stream>::client_text() const {
     if (parser_ && parser_->is_header_done() && any_contains(worker_.cfg().http.trusted_proxies, peer_.address())) {
-        const auto& req = parser_->get();
-        return forwarded_client(peer_.address(), all_values(req, "X-Forwarded-For"),
-                                all_values(req, "Forwarded"), worker_.cfg().http.trusted_proxies)
-            .to_string();
+        return forwarded_address(parser_->get()).to_string();
     }
     return peer_.address().to_string();
+}
+
+// The client behind a trusted proxy, from the one header [http] forwarded_header names.
+template <class Stream>
+net::ip::address http_session<Stream>::forwarded_address(const request& req) const {
+    const auto& http_cfg = worker_.cfg().http;
+    const bool std_header = http_cfg.forwarded_header == forwarded_syntax::forwarded;
+    return forwarded_client(peer_.address(), all_values(req, std_header ? "Forwarded" : "X-Forwarded-For"),
+                            http_cfg.forwarded_header, http_cfg.trusted_proxies);
 }
 
 // [log] access: one line per response, "client "METHOD target" status".
@@ -519,6 +530,8 @@ void http_session<Stream>::access_log(unsigned status) const {
 
 template <class Stream>
 void http_session<Stream>::drain(clock::time_point) {
+    if (upgraded_)
+        return;
     close_after_ = true;
     if (idle_) {
         // Waiting for a next request that has not started: close now.
@@ -531,6 +544,8 @@ void http_session<Stream>::drain(clock::time_point) {
 template <class Stream>
 void http_session<Stream>::abort() {
     request_timer_.cancel();
+    if (upgraded_)
+        return; // the stream belongs to the WebSocket session now
     error_code ignored;
     beast::get_lowest_layer(stream_).socket().close(ignored);
 }

@@ -47,6 +47,7 @@ private:
     void reply_error_and_close(http::status status, std::string_view why);
     void access_log(unsigned status) const;
     std::string client_text() const; // the client's address, for log lines
+    net::ip::address forwarded_address(const request& req) const;
     void close();
     void fail(error_code ec, std::string_view what);
 

@@ -257,6 +257,7 @@ void websocket_session<Stream>::enqueue(out_frame f) {
             queue_.pop_back();
         }
         close_pending_ = websocket::close_reason(websocket::close_code::policy_error, "slow consumer");
+        close_requested_ = clock::now();
         net::post(ws_.get_executor(), [self = this->shared_from_this()] {
             if (!self->writing_)
                 self->do_close();
@@ -321,6 +322,7 @@ void websocket_session<Stream>::close_with(websocket::close_code code, std::stri
     if (close_pending_)
         return;
     close_pending_ = websocket::close_reason(code, reason);
+    close_requested_ = clock::now();
     if (!writing_)
         do_close();
 }
@@ -332,6 +334,9 @@ void websocket_session<Stream>::do_close() {
     open_ = false;
     keepalive_timer_.cancel();
     ws_.async_close(*close_pending_, [self = this->shared_from_this()](error_code ec) {
+        // Nothing else will end these: a session closed before its first read never fails.
+        self->drain_timer_.cancel();
+        self->keepalive_timer_.cancel();
         if (ec)
             spdlog::debug("{}: close handshake: {}", self->peer_.address().to_string(), ec.message());
     });
@@ -378,6 +383,19 @@ void websocket_session<Stream>::on_keepalive_timer() {
         return;
     const auto& ws = worker_.cfg().websocket;
     const auto now = clock::now();
+    if (close_pending_ && writing_ && now - close_requested_ >= handshake_timeout) {
+        // A close waits for a write the client never lets finish (it stopped reading but keeps
+        // sending, so it never looks idle): drop it.
+        spdlog::info("{}: a write stalled for {} s with a close pending; connection dropped",
+                     peer_.address().to_string(), handshake_timeout.count());
+        open_ = false;
+        drain_timer_.cancel();
+        error_code ignored;
+        auto& sock = beast::get_lowest_layer(ws_).socket();
+        sock.shutdown(tcp::socket::shutdown_both, ignored);
+        sock.close(ignored);
+        return;
+    }
     if (now - last_heard_ >= ws.idle_timeout) {
         worker_.reject(rejection::ws_pong_timeout);
         spdlog::info("{}: nothing from the client for idle_timeout ({} ms), not even a pong; disconnected",

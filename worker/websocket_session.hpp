@@ -92,6 +92,7 @@ private:
     bool ping_due_ = false;
     ip_claim ip_claim_;
     clock::time_point opened_at_{};
+    clock::time_point close_requested_{}; // when close_pending_ was set
 
     std::deque<out_frame> queue_;
     std::size_t queued_bytes_ = 0;

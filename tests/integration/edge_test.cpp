@@ -305,10 +305,50 @@ TEST(edge, x_forwarded_for_is_trusted_only_from_trusted_proxies) {
     EXPECT_EQ(http_get(wary.port(), "/healthz?w", fwd).status, 200u);
     EXPECT_TRUE(wary.wait_for_log(std::regex("\\] info: 127\\.0\\.0\\.1 \"GET /healthz\\?w\" 200"), 3s)) << wary.log();
     EXPECT_EQ(wary.count_log(std::regex("198\\.51\\.100\\.23")), 0u);
-    // Forwarded (RFC 7239) too.
-    EXPECT_EQ(http_get(trusting.port(), "/healthz?f", {{"Forwarded", "for=\"[2001:db8::9]:443\";proto=https"}}).status,
+    // Only the configured header counts: with x-forwarded-for (the default), a client's own
+    // Forwarded header (which XFF-appending proxies pass through) is ignored.
+    EXPECT_EQ(http_get(trusting.port(), "/healthz?f", {{"Forwarded", "for=198.51.100.66"}}).status, 200u);
+    EXPECT_TRUE(trusting.wait_for_log(std::regex("\\] info: 127\\.0\\.0\\.1 \"GET /healthz\\?f\" 200"), 3s));
+    // forwarded_header = "forwarded": RFC 7239, and X-Forwarded-For is the ignored one.
+    config_text rfc_cfg{1, "[http]\ntrusted_proxies = [\"127.0.0.0/8\"]\nforwarded_header = \"forwarded\"\n"};
+    rfc_cfg.access_log = true;
+    node rfc(rfc_cfg);
+    ASSERT_TRUE(rfc.wait_ready(1));
+    EXPECT_EQ(http_get(rfc.port(), "/healthz?r", {{"Forwarded", "for=\"[2001:db8::9]:443\";proto=https"},
+                                                  {"X-Forwarded-For", "198.51.100.77"}})
+                  .status,
               200u);
-    EXPECT_TRUE(trusting.wait_for_log(std::regex("\\] info: 2001:db8::9 \"GET /healthz\\?f\" 200"), 3s));
+    EXPECT_TRUE(rfc.wait_for_log(std::regex("\\] info: 2001:db8::9 \"GET /healthz\\?r\" 200"), 3s)) << rfc.log();
+    EXPECT_EQ(rfc.count_log(std::regex("198\\.51\\.100\\.77")), 0u);
+}
+
+// A refused upgrade on a keep-alive connection (a bad channel name: 400) must leave the
+// connection counted against its address, so a later upgrade on it still counts.
+TEST(edge, a_refused_upgrade_keeps_the_connection_counted_per_ip) {
+    config_text cfg{1, "[supervisor]\nheartbeat_interval = \"100ms\"\nwatchdog_timeout = \"2s\"\n\n"
+                       "[limits]\nmax_connections_per_ip = 2\n"};
+    cfg.routes = "[[route]]\npath = \"/ws/\"\nkind = \"pubsub\"\n\n[[route]]\npath = \"/echo\"\nkind = \"echo\"\n";
+    node n(cfg);
+    ASSERT_TRUE(n.wait_ready(1));
+    const auto upgrade_to = [](std::string_view target) {
+        return "GET " + std::string(target) +
+            " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    };
+    raw_connection a;
+    ASSERT_FALSE(a.connect(n.port()));
+    ASSERT_FALSE(a.send(upgrade_to("/ws/bad%20name")));
+    const auto refused = a.read_response();
+    EXPECT_EQ(refused.status, 400u) << describe(refused);
+    ASSERT_FALSE(a.send(upgrade_to("/echo")));
+    const auto upgraded = a.read_response();
+    EXPECT_EQ(upgraded.status, 101u) << describe(upgraded);
+    ws_client b;
+    ASSERT_FALSE(b.connect(n.port(), "/echo"));
+    // Two connections from 127.0.0.1 are open: a third is over the limit.
+    const auto third = raw_request(n.port(), get_healthz);
+    EXPECT_EQ(third.status, 429u) << describe(third);
+    EXPECT_EQ(expect_rejections(n, "ip_connections", 1), "");
 }
 
 } // namespace
