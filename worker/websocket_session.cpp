@@ -63,11 +63,7 @@ void websocket_session<Stream>::run(request req) {
             worker_.reject(rejection::ws_protocol_error);
             spdlog::info("{}: WebSocket close frame with invalid code {}; connection dropped (protocol error)",
                          peer_.address().to_string(), code);
-            open_ = false;
-            error_code ignored;
-            auto& sock = beast::get_lowest_layer(ws_).socket();
-            sock.shutdown(tcp::socket::shutdown_both, ignored);
-            sock.close(ignored);
+            drop();
         }
     });
     ws_.read_message_max(cfg.websocket.max_message_size);
@@ -388,26 +384,13 @@ void websocket_session<Stream>::on_keepalive_timer() {
         // sending, so it never looks idle): drop it.
         spdlog::info("{}: a write stalled for {} s with a close pending; connection dropped",
                      peer_.address().to_string(), handshake_timeout.count());
-        open_ = false;
-        drain_timer_.cancel();
-        error_code ignored;
-        auto& sock = beast::get_lowest_layer(ws_).socket();
-        sock.shutdown(tcp::socket::shutdown_both, ignored);
-        sock.close(ignored);
-        return;
+        return drop();
     }
     if (now - last_heard_ >= ws.idle_timeout) {
         worker_.reject(rejection::ws_pong_timeout);
         spdlog::info("{}: nothing from the client for idle_timeout ({} ms), not even a pong; disconnected",
                      peer_.address().to_string(), ws.idle_timeout.count());
-        open_ = false;
-        drain_timer_.cancel();
-        // No closing handshake: the client has stopped answering. The pending read fails next.
-        error_code ignored;
-        auto& sock = beast::get_lowest_layer(ws_).socket();
-        sock.shutdown(tcp::socket::shutdown_both, ignored);
-        sock.close(ignored);
-        return;
+        return drop(); // no closing handshake: the client has stopped answering
     }
     if (ws.ping_interval.count() > 0 && now >= next_ping_) {
         ping_due_ = true;
@@ -415,6 +398,17 @@ void websocket_session<Stream>::on_keepalive_timer() {
         do_write();
     }
     schedule_keepalive();
+}
+
+// Ends the connection without a closing handshake; the pending read then fails and unwinds.
+template <class Stream>
+void websocket_session<Stream>::drop() {
+    open_ = false;
+    drain_timer_.cancel();
+    error_code ignored;
+    auto& sock = beast::get_lowest_layer(ws_).socket();
+    sock.shutdown(tcp::socket::shutdown_both, ignored);
+    sock.close(ignored);
 }
 
 template <class Stream>

@@ -70,6 +70,7 @@ private:
     void on_write(error_code ec, std::size_t n);
     void close_with(websocket::close_code code, std::string_view reason);
     void do_close();
+    void drop();
     void schedule_keepalive();
     void on_keepalive_timer();
     void subscribe(const std::string& channel, bool reply);
