@@ -362,11 +362,6 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
                        "\"" + l.address + "\" is the same endpoint as the listener on line " +
                            std::to_string(lines[i]));
         s.read_choice<listener_mode>("mode", l.mode, listener_modes);
-        // The names are reserved for the listener modes to come; until they exist, asking for
-        // one is an error rather than a listener that quietly works some other way.
-        if (l.mode != listener_mode::handoff)
-            s.fail(*s.find("mode"), "mode",
-                   "\"" + std::string(to_string(l.mode)) + "\" is not implemented yet; only \"handoff\" is");
         s.read_int("backlog", l.backlog, 1, 65535);
         s.read_bool("proxy_protocol", l.proxy_protocol);
         if (const auto* tls = s.find("tls")) {

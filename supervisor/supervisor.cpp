@@ -108,7 +108,8 @@ supervisor::supervisor(net::io_context& ioc, config cfg)
       roll_timer_(ioc) {
     // Every listener is bound before any worker exists, so a bad address fails the start at once.
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
-        auto l = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), config_.listeners[i]);
+        auto l = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), config_.listeners[i],
+                                            config_.server.workers);
         spdlog::info("listening on {} ({})", l->config().address, to_string(l->config().mode));
         listeners_.push_back(std::move(l));
     }
@@ -209,7 +210,48 @@ worker_process* supervisor::spawn_process(unsigned slot_id) {
     if (!p->spawn(worker_exe_, config_, generation_, identity_))
         return nullptr;
     procs_[index] = std::move(p);
+    send_listen(*procs_[index]);
     return procs_[index].get();
+}
+
+// After every config: the sockets of the shared and reuseport listeners this worker accepts on.
+void supervisor::send_listen(worker_process& p) {
+    ipc::listen_msg m;
+    try {
+        for (const auto& l : listeners_)
+            l->add_sockets_for(p.slot(), m);
+    } catch (const std::system_error& e) {
+        // Out of descriptors in the supervisor: the worker takes hand-offs only until the next try.
+        spdlog::error("worker {}: cannot pass its listening sockets: {}", p.slot(), e.what());
+        return;
+    }
+    p.send_listen(std::move(m));
+}
+
+// reuseport: a slot's socket is accepted on by its ready worker, else by the supervisor (which
+// hands off), so no connection waits in it for a worker that is not there. A removed slot's
+// socket closes once no process of that slot is left.
+void supervisor::update_reuseport_cover() {
+    if (phase_ != phase::running)
+        return;
+    unsigned keep = static_cast<unsigned>(slots_.size());
+    std::vector<bool> accepting;
+    for (const auto& p : procs_) {
+        if (!p || !p->alive())
+            continue;
+        keep = std::max(keep, p->slot() + 1);
+        if (accepting.size() <= p->slot())
+            accepting.resize(p->slot() + 1, false);
+        if (p->state() == process_state::ready && !p->retired())
+            accepting[p->slot()] = true;
+    }
+    for (auto& l : listeners_) {
+        if (l->mode() != listener_mode::reuseport)
+            continue;
+        l->drop_slots_from(keep);
+        for (unsigned k = 0; k < l->slot_sockets(); ++k)
+            l->set_covered(k, !(k < accepting.size() && accepting[k]));
+    }
 }
 
 bool supervisor::start_successor(worker_slot& slot, worker_process& p, replacement what, std::string reason) {
@@ -226,6 +268,7 @@ void supervisor::retire(worker_process& p, std::string reason) {
         slot->vacate();
     p.retire(std::move(reason));
     p.drain(config_.supervisor.drain_timeout, false);
+    update_reuseport_cover();
 }
 
 void supervisor::wait_signals() {
@@ -302,6 +345,7 @@ void supervisor::on_process_ready(worker_process& p) {
             retire(*old, old->replacement_reason());
         }
     }
+    update_reuseport_cover();
     resume_listeners();
     maybe_announce_ready();
     roll_next();
@@ -604,6 +648,7 @@ void supervisor::on_process_exited(worker_process& p) {
     }
     if (slot != nullptr && slot->process() == nullptr)
         slot->schedule_restart(uptime, [this, slot] { start_slot(*slot); });
+    update_reuseport_cover();
     maybe_announce_ready();
     report_to_systemd();
     // A slot whose old worker died restarts as the new user (maybe the roll is done); after a
@@ -687,8 +732,14 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
                     break;
                 }
             }
+            if (kept[i] && listeners_[*kept[i]]->mode() != next.listeners[i].mode)
+                return "[[listener]] " + next.listeners[i].address + ": changing its mode from \"" +
+                       std::string(to_string(listeners_[*kept[i]]->mode())) + "\" to \"" +
+                       std::string(to_string(next.listeners[i].mode)) +
+                       "\" needs a restart (or a listener at another address)";
             if (!kept[i])
-                fresh[i] = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), next.listeners[i]);
+                fresh[i] = std::make_unique<listener>(ioc_, static_cast<std::uint16_t>(i), next.listeners[i],
+                                                      next.server.workers);
         }
         if (next.admin.endpoint && (!config_.admin.endpoint || *next.admin.endpoint != *config_.admin.endpoint)) {
             if (admin_ && admin_->local_endpoint().port() == next.admin.endpoint->port())
@@ -701,6 +752,17 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
             new_control = make_control_server(next.server.control_socket);
     } catch (const std::system_error& e) {
         return std::string(e.what());
+    }
+    // Last, as nothing after it may fail: reuseport sockets for slots a larger worker count adds.
+    for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+        if (!kept[i])
+            continue;
+        if (auto err = listeners_[*kept[i]]->ensure_slots(next.server.workers)) {
+            for (std::size_t j = 0; j <= i; ++j)
+                if (kept[j]) // sockets bound for nothing would take connections no one accepts
+                    listeners_[*kept[j]]->drop_slots_from(static_cast<unsigned>(slots_.size()));
+            return *err;
+        }
     }
 
     // Commit. From here nothing fails.
@@ -793,11 +855,13 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
     for (auto& p : procs_) {
         if (p && p->alive() && !p->retired() && p->state() != process_state::draining) {
             p->send_config(config_, generation_);
+            send_listen(*p);
             reload_awaiting_.push_back(p->index());
         }
     }
     if (workers_after != workers_before)
         scale_to(workers_after);
+    update_reuseport_cover();
 
     summary = "generation " + std::to_string(generation_);
     if (added || removed)

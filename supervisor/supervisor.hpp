@@ -64,6 +64,8 @@ private:
     void apply_redis_config(const config& next);
 
     void start_slot(worker_slot& slot);
+    void send_listen(worker_process& p);
+    void update_reuseport_cover();
     // A new process for `slot_id` in a free entry of the process table; null if it cannot start.
     worker_process* spawn_process(unsigned slot_id);
     // Starts a successor for `slot`, whose process `p` retires with `reason` once the successor is

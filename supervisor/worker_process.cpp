@@ -186,6 +186,11 @@ void worker_process::send_config(const config& cfg, std::uint64_t generation) {
         channel_->send(config_message(cfg, generation));
 }
 
+void worker_process::send_listen(ipc::listen_msg&& msg) {
+    if (channel_)
+        channel_->send(std::move(msg));
+}
+
 void worker_process::hand_off(ipc::handoff_msg&& msg) {
     handoffs_sent_ += msg.connections.size();
     channel_->send(std::move(msg));

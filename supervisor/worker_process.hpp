@@ -71,6 +71,8 @@ public:
     static ipc::config_msg config_message(const config& cfg, std::uint64_t generation);
     std::uint64_t pending_generation() const { return pending_generation_; }
 
+    // The listening sockets of shared and reuseport listeners it accepts on (after each config).
+    void send_listen(ipc::listen_msg&& msg);
     // Sends a batch of connections. The caller checked eligible().
     void hand_off(ipc::handoff_msg&& msg);
     // `node_stopping`: see ipc::drain_msg.

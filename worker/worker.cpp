@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <vector>
 
@@ -60,6 +61,12 @@ int run_worker(int channel_fd, unsigned slot) {
     ::signal(SIGQUIT, SIG_IGN);
     ::signal(SIGHUP, SIG_IGN);
     ::signal(SIGPIPE, SIG_IGN);
+    // The supervisor raised its own soft limit before exec'ing us; a worker started by hand, or
+    // one whose limits were changed in between (prlimit), takes the hard limit itself.
+    if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     maybe_crash_for_test(slot);
     net::io_context ioc(1);
     worker w(ioc, unique_fd(channel_fd), slot);
@@ -77,6 +84,10 @@ worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
     rlimit nofile{};
     const rlim_t cur = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
     fd_connection_limit_ = static_cast<std::size_t>(cur > 2 * reserve ? cur - reserve : cur / 2);
+    acceptor_ = std::make_unique<self_acceptor>(
+        ioc_, [this](std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors) {
+            return on_self_accepted(std::move(batch), errors);
+        });
 }
 
 int worker::run() {
@@ -128,6 +139,8 @@ void worker::on_message(ipc::message&& m) {
                 apply_config(std::move(msg));
             } else if constexpr (std::is_same_v<T, ipc::handoff_msg>) {
                 accept_handoff(std::move(msg));
+            } else if constexpr (std::is_same_v<T, ipc::listen_msg>) {
+                apply_listen(std::move(msg));
             } else if constexpr (std::is_same_v<T, ipc::drain_msg>) {
                 begin_drain(std::chrono::milliseconds(msg.timeout_ms), msg.node_stopping);
             } else if constexpr (std::is_same_v<T, ipc::stop_msg>) {
@@ -310,23 +323,69 @@ void worker::accept_handoff(ipc::handoff_msg&& m) {
     for (auto& c : m.connections) {
         if (draining_)
             continue; // the unique_fd closes it; the supervisor stopped sending before drain
-        tcp::socket sock(ioc_);
-        error_code ec;
-        sock.assign(c.peer.protocol(), c.fd.release(), ec);
-        if (ec) {
-            spdlog::warn("cannot adopt a connection from {}: {}", c.peer.address().to_string(), ec.message());
-            continue;
-        }
-        sock.set_option(tcp::no_delay(true), ec);
-        ++stats_.connections_total;
-        if (m.listener_id < tls_contexts_.size() && tls_contexts_[m.listener_id])
-            std::make_shared<http_session<tls_stream>>(*this, std::move(sock), c.peer, m.listener_id,
-                                                       tls_contexts_[m.listener_id])
-                ->run();
-        else
-            std::make_shared<http_session<plain_stream>>(*this, std::move(sock), c.peer, m.listener_id)->run();
+        serve(m.listener_id, std::move(c.fd), c.peer);
     }
     report_load();
+}
+
+void worker::serve(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer) {
+    tcp::socket sock(ioc_);
+    error_code ec;
+    sock.assign(peer.protocol(), fd.release(), ec);
+    if (ec) {
+        spdlog::warn("cannot adopt a connection from {}: {}", peer.address().to_string(), ec.message());
+        return;
+    }
+    sock.set_option(tcp::no_delay(true), ec);
+    ++stats_.connections_total;
+    if (listener_id < tls_contexts_.size() && tls_contexts_[listener_id])
+        std::make_shared<http_session<tls_stream>>(*this, std::move(sock), peer, listener_id,
+                                                   tls_contexts_[listener_id])
+            ->run();
+    else
+        std::make_shared<http_session<plain_stream>>(*this, std::move(sock), peer, listener_id)->run();
+}
+
+void worker::apply_listen(ipc::listen_msg&& m) {
+    if (draining_ || !config_ || !acceptor_)
+        return; // the descriptors close here; a draining worker takes no new connections
+    std::vector<self_acceptor::socket> sockets;
+    sockets.reserve(m.sockets.size());
+    for (auto& e : m.sockets) {
+        if (e.listener_id >= config_->listeners.size()) {
+            spdlog::critical("listening socket for listener {} of {}", e.listener_id, config_->listeners.size());
+            exit_now(1);
+            return;
+        }
+        sockets.push_back({e.listener_id, std::move(e.fd)});
+    }
+    const auto before = acceptor_->socket_count();
+    try {
+        acceptor_->set_sockets(std::move(sockets));
+    } catch (const std::system_error& e) {
+        spdlog::critical("{}; exiting", e.what());
+        exit_now(1);
+        return;
+    }
+    acceptor_paused_ = false;
+    if (acceptor_->socket_count() != before || before > 0)
+        spdlog::debug("accepting on {} listening socket(s) of our own", acceptor_->socket_count());
+}
+
+// A batch the acceptor thread took from the kernel: every connection is served (a draining
+// worker's in-flight ones too, as with hand-offs). False pauses the thread: the worker is full.
+bool worker::on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors) {
+    if (errors > 0) {
+        if (std::bit_width(accept_errors_ + errors) > std::bit_width(accept_errors_)) // 1, 2, 4, 8, ...
+            spdlog::warn("accept failed {} time(s) (out of descriptors or memory); backing off ({} so far)", errors,
+                         accept_errors_ + errors);
+        accept_errors_ += errors;
+    }
+    for (auto& a : batch)
+        serve(a.listener_id, std::move(a.fd), a.peer);
+    const bool room = connections_.size() < connection_limit();
+    acceptor_paused_ = !room;
+    return room;
 }
 
 ip_claim& ip_claim::operator=(ip_claim&& other) noexcept {
@@ -392,6 +451,10 @@ void worker::remove(connection& c, bool websocket) {
     connections_.erase(&c);
     if (websocket)
         --websockets_;
+    if (acceptor_paused_ && acceptor_ && connections_.size() < connection_limit()) {
+        acceptor_paused_ = false;
+        acceptor_->resume();
+    }
     report_load();
     if (draining_)
         maybe_finish_drain();
@@ -528,6 +591,8 @@ void worker::begin_drain(std::chrono::milliseconds timeout, bool node_stopping) 
     }
     draining_ = true;
     node_stopping_ = node_stopping;
+    if (acceptor_)
+        acceptor_->stop(); // connections it already took are served; the others wait for other workers
     const auto deadline = connection::clock::now() + timeout;
     drain_deadline_ = deadline;
     spdlog::info("draining: {} connection(s), {} WebSocket(s), deadline in {} ms", connections_.size(),
@@ -563,6 +628,7 @@ void worker::maybe_finish_drain() {
 
 void worker::exit_now(int code) {
     exit_code_ = code;
+    acceptor_.reset(); // batches it posted close their connections now instead of serving them
     channel_->flush_blocking(std::chrono::milliseconds(500));
     channel_->close();
     signals_.cancel();

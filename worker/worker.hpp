@@ -22,6 +22,7 @@
 #include "worker/connection.hpp"
 #include "worker/hub.hpp"
 #include "worker/router.hpp"
+#include "worker/self_acceptor.hpp"
 
 namespace sockherd::worker {
 
@@ -119,6 +120,11 @@ private:
     void apply_config(ipc::config_msg&& m);
     void close_sessions_of_removed_routes(const config& previous);
     void accept_handoff(ipc::handoff_msg&& m);
+    // listener modes shared and reuseport: the sockets this worker accepts on itself.
+    void apply_listen(ipc::listen_msg&& m);
+    bool on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors);
+    // Starts serving one accepted connection from listener `listener_id`.
+    void serve(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer);
     void begin_drain(std::chrono::milliseconds timeout, bool node_stopping);
     void maybe_finish_drain();
     void report_load();
@@ -171,6 +177,9 @@ private:
     std::unordered_set<connection*> connections_;
     std::size_t websockets_ = 0;
     std::uint64_t handoffs_received_ = 0;
+    std::unique_ptr<self_acceptor> acceptor_;
+    bool acceptor_paused_ = false; // at the connection limit: resumes in remove()
+    std::uint64_t accept_errors_ = 0;
     bool load_report_posted_ = false;
     bool draining_ = false;
     bool node_stopping_ = false;

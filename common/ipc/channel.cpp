@@ -60,11 +60,10 @@ bool channel::send(message m) {
     if (!open_)
         return false;
     const std::uint64_t frame_pos = out_stream_pos_ + queued_bytes();
-    if (auto* h = std::get_if<handoff_msg>(&m); h && !h->connections.empty()) {
+    if (const std::size_t n = descriptor_count(m); n > 0) {
         fd_mark mark{frame_pos, {}};
-        mark.fds.reserve(h->connections.size());
-        for (auto& c : h->connections)
-            mark.fds.push_back(std::move(c.fd));
+        mark.fds.reserve(n);
+        for_each_descriptor(m, [&](unique_fd& fd) { mark.fds.push_back(std::move(fd)); });
         queued_fds_ += mark.fds.size();
         out_fds_.push_back(std::move(mark));
     }
@@ -303,13 +302,14 @@ bool channel::deliver_frames() {
         if (want > 0) {
             if (in_fds_.size() < want) {
                 fail(make_error_code(boost::system::errc::protocol_error),
-                     "handoff arrived without its descriptors");
+                     std::string(to_string(static_cast<message_type>(r.type))) +
+                         " arrived without its descriptors");
                 return false;
             }
-            for (auto& c : std::get<handoff_msg>(r.msg).connections) {
-                c.fd = std::move(in_fds_.front());
+            for_each_descriptor(r.msg, [&](unique_fd& fd) {
+                fd = std::move(in_fds_.front());
                 in_fds_.pop_front();
-            }
+            });
         }
         if (handlers_.on_message)
             handlers_.on_message(std::move(r.msg));

@@ -136,6 +136,11 @@ void encode_payload(writer& w, const handoff_msg& m) {
     for (const auto& c : m.connections)
         put_endpoint(w, c.peer);
 }
+void encode_payload(writer& w, const listen_msg& m) {
+    w.u8(static_cast<std::uint8_t>(m.sockets.size()));
+    for (const auto& e : m.sockets)
+        w.u16(e.listener_id);
+}
 void encode_payload(writer& w, const drain_msg& m) {
     w.u32(m.timeout_ms);
     w.u8(m.node_stopping ? 1 : 0);
@@ -268,6 +273,14 @@ bool decode_payload(reader& r, handoff_msg& m) {
     }
     return true;
 }
+bool decode_payload(reader& r, listen_msg& m) {
+    const std::uint8_t n = r.u8();
+    if (n > max_listen_sockets)
+        return false;
+    for (std::uint8_t i = 0; i < n && !r.bad(); ++i)
+        m.sockets.push_back({r.u16(), {}});
+    return true;
+}
 bool decode_payload(reader& r, drain_msg& m) {
     m.timeout_ms = r.u32();
     const auto stopping = r.u8();
@@ -326,6 +339,7 @@ message_type type_of(const message& m) {
             else if constexpr (std::is_same_v<T, interest_msg>) return message_type::interest;
             else if constexpr (std::is_same_v<T, interest_ack_msg>) return message_type::interest_ack;
             else if constexpr (std::is_same_v<T, heartbeat_msg>) return message_type::heartbeat;
+            else if constexpr (std::is_same_v<T, listen_msg>) return message_type::listen;
             else return message_type::unknown_type;
         },
         m);
@@ -347,6 +361,7 @@ std::string_view to_string(message_type t) {
     case message_type::interest: return "interest";
     case message_type::interest_ack: return "interest_ack";
     case message_type::heartbeat: return "heartbeat";
+    case message_type::listen: return "listen";
     }
     return "?";
 }
@@ -401,6 +416,7 @@ decode_result decode(std::span<const std::uint8_t> in) {
     case message_type::interest: ok = decode_as<interest_msg>(payload, res.msg); break;
     case message_type::interest_ack: ok = decode_as<interest_ack_msg>(payload, res.msg); break;
     case message_type::heartbeat: ok = decode_as<heartbeat_msg>(payload, res.msg); break;
+    case message_type::listen: ok = decode_as<listen_msg>(payload, res.msg); break;
     default:
         res.status = decode_status::unknown_type;
         return res;
@@ -418,6 +434,8 @@ decode_result decode(std::span<const std::uint8_t> in) {
 std::size_t descriptor_count(const message& m) {
     if (const auto* h = std::get_if<handoff_msg>(&m))
         return h->connections.size();
+    if (const auto* l = std::get_if<listen_msg>(&m))
+        return l->sockets.size();
     return 0;
 }
 

@@ -8,14 +8,15 @@
 //   pass whatever the socket buffer size is.
 //   Frame: header { u32 payload_length; u16 version; u16 type } then payload_length bytes.
 //   All integers little-endian, explicit width. Strings: u32 length + bytes.
-//   Descriptors: only `handoff` carries them, as SCM_RIGHTS on the sendmsg that carries the
-//   frame's first byte, never ahead of it; the receiver keeps arriving descriptors in FIFO order
-//   and gives a handoff exactly its count. Any other descriptor is a protocol error.
+//   Descriptors: only `handoff` (accepted connections) and `listen` (listening sockets) carry
+//   them, as SCM_RIGHTS on the sendmsg that carries the frame's first byte, never ahead of it;
+//   the receiver keeps arriving descriptors in FIFO order and gives such a message exactly its
+//   count. Any other descriptor is a protocol error.
 //   Unknown type: answered with `unknown_type`, logged, skipped (its length is known).
 //   Malformed frame (bad version, oversize, payload not matching its type): the receiver closes
 //   the channel; the supervisor then replaces the worker.
 //
-//   supervisor -> worker: config, handoff, drain, stop, relay, publish_ack, interest_ack
+//   supervisor -> worker: config, handoff, listen, drain, stop, relay, publish_ack, interest_ack
 //   worker -> supervisor: ready, load, drained, publish, interest, heartbeat
 //   either direction:     unknown_type
 //
@@ -47,6 +48,8 @@ inline constexpr std::size_t header_size = 8;
 inline constexpr std::uint32_t max_payload = 64 * 1024 * 1024 + 4096;
 // Connections one handoff may carry (SCM_MAX_FD is 253; the receive buffer is sized for this).
 inline constexpr std::size_t max_handoff_batch = 64;
+// Listening sockets one listen message may carry (one per listener of the config at most).
+inline constexpr std::size_t max_listen_sockets = 64;
 
 enum class message_type : std::uint16_t {
     config = 1,
@@ -56,6 +59,7 @@ enum class message_type : std::uint16_t {
     relay = 5,
     publish_ack = 6,
     interest_ack = 7,
+    listen = 8,
     ready = 64,
     load = 65,
     drained = 66,
@@ -94,6 +98,24 @@ struct handoff_msg {
 
     std::uint16_t listener_id = 0;
     boost::container::static_vector<handoff_entry, max_handoff_batch> connections;
+};
+
+// Supervisor -> worker: the listening sockets this worker accepts on by itself (listener modes
+// `shared` and `reuseport`; `handoff` listeners are the supervisor's), the whole set every time:
+// after `config` at start and after each reload. A socket of the previous set that is not in the
+// new one is no longer accepted on. A draining worker accepts on none.
+struct listen_entry {
+    std::uint16_t listener_id = 0; // index in the config's listeners
+    unique_fd fd; // empty in a decoded message until the channel attaches the received descriptor
+};
+struct listen_msg {
+    listen_msg() = default;
+    listen_msg(listen_msg&&) = default;
+    listen_msg& operator=(listen_msg&&) = default;
+    listen_msg(const listen_msg&) = delete; // descriptors are owned: move only
+    listen_msg& operator=(const listen_msg&) = delete;
+
+    std::vector<listen_entry> sockets; // at most max_listen_sockets
 };
 
 // Supervisor -> worker: take no new work; close idle keep-alive connections, finish in-flight
@@ -212,7 +234,7 @@ struct unknown_type_msg {
 
 using message = std::variant<config_msg, handoff_msg, drain_msg, stop_msg, ready_msg, load_msg,
                              drained_msg, unknown_type_msg, publish_msg, relay_msg, publish_ack_msg,
-                             interest_msg, interest_ack_msg, heartbeat_msg>;
+                             interest_msg, interest_ack_msg, heartbeat_msg, listen_msg>;
 
 // Channels one interest message may name (added + removed); larger changes are split.
 inline constexpr std::size_t max_interest_channels = 4096;
@@ -242,7 +264,17 @@ struct decode_result {
 // Decodes the first frame in `in`. Never reads past `in`, never throws, never asserts on input.
 decode_result decode(std::span<const std::uint8_t> in);
 
-// How many descriptors travel with `m` (the handoff's connection count, else 0).
+// How many descriptors travel with `m` (a handoff's connections, a listen's sockets, else 0).
 std::size_t descriptor_count(const message& m);
+// Calls f(unique_fd&) for each descriptor slot of `m`, in wire order (none for most messages).
+template <class F>
+void for_each_descriptor(message& m, F&& f) {
+    if (auto* h = std::get_if<handoff_msg>(&m))
+        for (auto& c : h->connections)
+            f(c.fd);
+    else if (auto* l = std::get_if<listen_msg>(&m))
+        for (auto& e : l->sockets)
+            f(e.fd);
+}
 
 } // namespace sockherd::ipc

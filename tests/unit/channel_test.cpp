@@ -74,6 +74,49 @@ TEST_F(channel_pair, passes_a_connected_socket_that_works_on_the_other_side) {
     EXPECT_TRUE(errors_b.empty());
 }
 
+// A listening socket passed in a listen message accepts on the other side, between two
+// hand-offs whose descriptors stay with their own messages.
+TEST_F(channel_pair, passes_a_listening_socket_between_handoffs) {
+    open();
+    tcp::acceptor acc(ioc, {net::ip::make_address("127.0.0.1"), 0});
+    const auto listening_at = acc.local_endpoint();
+    auto [r1, w1] = make_pipe();
+    auto [r2, w2] = make_pipe();
+    handoff_msg h1;
+    h1.connections.push_back({listening_at, std::move(w1)});
+    listen_msg l;
+    l.sockets.push_back({5, unique_fd(acc.release())});
+    handoff_msg h2;
+    h2.connections.push_back({listening_at, std::move(w2)});
+    ASSERT_TRUE(a->send(std::move(h1)));
+    ASSERT_TRUE(a->send(std::move(l)));
+    ASSERT_TRUE(a->send(std::move(h2)));
+    ASSERT_TRUE(run_until([&] { return got_b.size() == 3; }));
+
+    // Each pipe's write end arrived with its own hand-off.
+    for (auto [index, read_end] : {std::pair{0, r1.get()}, std::pair{2, r2.get()}}) {
+        auto& h = std::get<handoff_msg>(got_b[static_cast<std::size_t>(index)]);
+        ASSERT_TRUE(h.connections[0].fd);
+        const char c = static_cast<char>('a' + index);
+        ASSERT_EQ(::write(h.connections[0].fd.get(), &c, 1), 1);
+        char got = 0;
+        ASSERT_EQ(::read(read_end, &got, 1), 1);
+        EXPECT_EQ(got, c);
+    }
+    auto& m = std::get<listen_msg>(got_b[1]);
+    ASSERT_EQ(m.sockets.size(), 1u);
+    EXPECT_EQ(m.sockets[0].listener_id, 5);
+    ASSERT_TRUE(m.sockets[0].fd);
+    tcp::acceptor adopted(ioc);
+    adopted.assign(tcp::v4(), m.sockets[0].fd.release());
+    tcp::socket client(ioc);
+    client.connect(listening_at);
+    tcp::socket server = adopted.accept();
+    EXPECT_EQ(server.remote_endpoint(), client.local_endpoint());
+    EXPECT_TRUE(errors_a.empty());
+    EXPECT_TRUE(errors_b.empty());
+}
+
 TEST_F(channel_pair, many_handoffs_interleaved_keep_each_descriptor_with_its_message) {
     open();
     constexpr int count = 300;

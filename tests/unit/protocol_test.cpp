@@ -156,6 +156,28 @@ TEST(protocol, payload_that_does_not_match_its_type_is_malformed) {
     EXPECT_EQ(decode(bytes_of(cfg)).status, decode_status::malformed);
 }
 
+TEST(protocol, listen_round_trip_keeps_listener_ids_and_count) {
+    listen_msg l;
+    l.sockets.push_back({3, {}});
+    l.sockets.push_back({0, {}});
+    const auto r = round_trip(message(std::move(l)));
+    ASSERT_EQ(r.type, static_cast<std::uint16_t>(message_type::listen));
+    const auto& m = std::get<listen_msg>(r.msg);
+    ASSERT_EQ(m.sockets.size(), 2u);
+    EXPECT_EQ(m.sockets[0].listener_id, 3);
+    EXPECT_EQ(m.sockets[1].listener_id, 0);
+    EXPECT_EQ(descriptor_count(r.msg), 2u);
+
+    // "Accept on nothing": a valid message without descriptors.
+    const auto e = round_trip(message(listen_msg{}));
+    EXPECT_EQ(descriptor_count(e.msg), 0u);
+
+    std::string many;
+    encode(message(listen_msg{}), many);
+    many[8] = static_cast<char>(max_listen_sockets + 1); // the count, past the limit
+    EXPECT_EQ(decode(bytes_of(many)).status, decode_status::malformed);
+}
+
 TEST(protocol, handoff_with_zero_or_too_many_connections_is_malformed) {
     handoff_msg h;
     h.connections.push_back({{boost::asio::ip::make_address("127.0.0.1"), 1}, {}});

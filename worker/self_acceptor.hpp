@@ -1,0 +1,68 @@
+#pragma once
+// A worker accepting on listening sockets itself (listener modes `shared` and `reuseport`; the
+// supervisor passes the sockets over once, in a `listen` message).
+//
+// One thread per worker blocks in epoll_wait on an epoll instance of its own, where every socket
+// is registered with EPOLLEXCLUSIVE: for a socket every worker shares, the kernel wakes one
+// waiting worker per connection instead of all of them. (Asio's reactor registers descriptors
+// itself and cannot ask for that.) The thread accepts one batch (up to 64 connections, several
+// per wake-up) and posts it to the worker's event loop, and it goes back to epoll_wait only once
+// the loop has taken the batch: a worker whose loop is busy is not waiting, so the kernel wakes
+// another one. A worker at its connection limit pauses (the connections wait in the kernel's
+// backlog, or other workers take them) until resume().
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "common/net.hpp"
+#include "common/unique_fd.hpp"
+
+namespace sockherd::worker {
+
+class self_acceptor {
+public:
+    struct accepted {
+        std::uint16_t listener_id = 0;
+        unique_fd fd;
+        tcp::endpoint peer;
+    };
+    struct socket {
+        std::uint16_t listener_id = 0;
+        unique_fd fd;
+    };
+    // Runs on the io_context with each accepted batch; returns false to pause accepting until
+    // resume(). `errors`: accept4 failures (out of descriptors or memory) since the last call.
+    using batch_handler = std::function<bool(std::vector<accepted>&& batch, std::uint64_t errors)>;
+
+    self_acceptor(net::io_context& ioc, batch_handler on_batch);
+    ~self_acceptor();
+    self_acceptor(const self_acceptor&) = delete;
+    self_acceptor& operator=(const self_acceptor&) = delete;
+
+    // Accepts on exactly `sockets` from now on (none: stops). The same sockets as now (compared by
+    // inode, not by descriptor number) change nothing: their new descriptors are closed.
+    void set_sockets(std::vector<socket> sockets);
+    // Accepting again after the batch handler said false. A no-op when not paused.
+    void resume();
+    // Stops accepting and closes this worker's descriptors of the sockets (the sockets stay open
+    // in the supervisor and the other workers). A batch already posted is still handled.
+    void stop();
+    bool paused() const;
+    std::size_t socket_count() const;
+
+private:
+    struct state;
+    void start();
+
+    net::io_context& ioc_;
+    std::shared_ptr<state> state_;
+    std::vector<std::pair<std::uint16_t, ino_t>> identity_; // of the current sockets
+    std::thread thread_;
+};
+
+} // namespace sockherd::worker
