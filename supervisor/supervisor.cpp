@@ -1122,13 +1122,19 @@ bool supervisor::has_room() {
 }
 
 void supervisor::dispatch(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer) {
-    for (std::size_t i = 0; i < procs_.size(); ++i) {
-        const auto& p = procs_[i];
-        // A batch in progress counts toward the load it will add.
-        loads_[i] = {p && !p->retired() && p->eligible(),
-                     p ? p->load() + static_cast<std::uint32_t>(pending_[i].connections.size()) : 0};
+    if (!scheduler_.in_batch()) {
+        // Once per accept batch (flush_handoffs() ends it): the workers' loads as they stand.
+        for (std::size_t i = 0; i < procs_.size(); ++i) {
+            const auto& p = procs_[i];
+            loads_[i] = {p && !p->retired() && p->eligible(),
+                         p ? p->load() + static_cast<std::uint32_t>(pending_[i].connections.size()) : 0};
+        }
+        scheduler_.begin_batch(loads_);
     }
-    const auto choice = scheduler_.pick(loads_);
+    const auto choice = scheduler_.next([this](std::size_t i) {
+        const auto& p = procs_[i];
+        return p && !p->retired() && p->eligible();
+    });
     if (!choice) {
         // has_room() said yes a moment ago, so this cannot happen; closing beats leaking.
         spdlog::warn("no worker can take a connection from {}; closing it", peer.address().to_string());
@@ -1149,6 +1155,7 @@ void supervisor::dispatch(std::uint16_t listener_id, unique_fd fd, const tcp::en
 }
 
 void supervisor::flush_handoffs() {
+    scheduler_.end_batch();
     for (std::size_t i = 0; i < procs_.size(); ++i) {
         if (pending_[i].connections.empty())
             continue;
