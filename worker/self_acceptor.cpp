@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <system_error>
@@ -109,8 +110,7 @@ void self_acceptor::start() {
         std::vector<epoll_event> events(s.sockets.size() + 1);
         bool backing_off = false;
         for (;;) {
-            const int n = ::epoll_wait(s.epoll.get(), events.data(), static_cast<int>(events.size()),
-                                       backing_off ? backoff_ms : -1);
+            const int n = ::epoll_wait(s.epoll.get(), events.data(), static_cast<int>(events.size()), -1);
             backing_off = false;
             if (n < 0 && errno != EINTR)
                 return;
@@ -163,6 +163,9 @@ void self_acceptor::start() {
             std::unique_lock lock(s.mutex);
             s.cv.wait(lock, [&] { return s.stopping || (s.taken && !s.paused); });
             s.taken = false;
+            // Out of descriptors: the socket stays readable, so epoll_wait would not wait at all.
+            if (backing_off)
+                s.cv.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return s.stopping; });
             if (s.stopping)
                 return;
         }

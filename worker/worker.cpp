@@ -367,7 +367,7 @@ void worker::apply_listen(ipc::listen_msg&& m) {
         exit_now(1);
         return;
     }
-    acceptor_paused_ = false;
+    acceptor_paused_ = acceptor_->paused(); // the same sockets as before: still paused if it was
     if (acceptor_->socket_count() != before || before > 0)
         spdlog::debug("accepting on {} listening socket(s) of our own", acceptor_->socket_count());
 }

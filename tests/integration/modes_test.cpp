@@ -10,11 +10,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -182,6 +184,39 @@ TEST_P(modes, serve_survive_a_crash_scale_by_reload_and_stop) {
     ASSERT_TRUE(n.signal(SIGTERM));
     EXPECT_EQ(n.wait_exit(15s), std::optional<int>(0));
     n.assert_no_unexpected_errors({std::regex("changing its mode")});
+}
+
+// shared and reuseport: a worker at max_connections_per_worker stops accepting (the connection
+// waits in the kernel's backlog, or another worker takes it) and accepts again once one closes.
+TEST_P(modes, a_full_worker_pauses_accepting_and_resumes_when_a_connection_closes) {
+    const std::string mode = GetParam();
+    if (mode == "handoff")
+        GTEST_SKIP() << "handoff: the worker answers 503 over the limit (edge.max_connections_per_worker_answers_503)";
+    config_text cfg{1, "[limits]\nmax_connections_per_worker = 2\n"};
+    cfg.listener_extra = "mode = \"" + mode + "\"\n";
+    node n(cfg);
+    ASSERT_TRUE(n.wait_ready(1)) << n.log();
+    auto a = std::make_unique<ws_client>();
+    ws_client b;
+    ASSERT_FALSE(a->connect(n.port(), "/echo"));
+    ASSERT_FALSE(b.connect(n.port(), "/echo"));
+
+    std::atomic<bool> done{false};
+    http_reply third;
+    std::thread t([&] {
+        third = http_get(n.port(), "/healthz", {}, 15s);
+        done = true;
+    });
+    // The third connection is in the backlog, not answered (not 503 either) while the worker is full.
+    EXPECT_FALSE(wait_until([&] { return done.load(); }, 1000ms)) << describe(third);
+    EXPECT_EQ(a->echo("still here", true), "");
+    ASSERT_FALSE(a->close());
+    a.reset();
+    EXPECT_TRUE(wait_until([&] { return done.load(); }, 10s)) << "not accepted after a connection closed";
+    t.join();
+    EXPECT_EQ(third.status, 200u) << describe(third);
+    EXPECT_EQ(b.echo("and here", true), "");
+    n.assert_no_unexpected_errors();
 }
 
 INSTANTIATE_TEST_SUITE_P(listener, modes, ::testing::Values("handoff", "shared", "reuseport"),
