@@ -1,5 +1,8 @@
 #include "bench/driver.hpp"
 
+#include <cstdio>
+#include <string>
+
 #include "bench/load_context.hpp"
 #include "bench/scenario.hpp"
 
@@ -26,6 +29,21 @@ bool run_until(net::io_context& ioc, clock::time_point deadline, Done done) {
     return true;
 }
 
+// --ready-file: tells a script that every process is prepared and the window has begun (the
+// idle scenario's memory samples), with the wall clock time. Written to a temporary name and
+// renamed, so the file never appears half written. A failure is counted, never fatal.
+void write_ready_file(const std::string& path, run_result& r) {
+    const std::string tmp = path + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    bool ok = f != nullptr;
+    if (f != nullptr) {
+        ok = std::fprintf(f, "window_start_unix %.3f\n", r.window_start_unix) > 0;
+        ok = std::fclose(f) == 0 && ok;
+    }
+    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0)
+        r.add_error("ready_file:write");
+}
+
 } // namespace
 
 run_result run_shard(const options& opt, const shard& part, const std::function<void()>& barrier) {
@@ -47,6 +65,8 @@ run_result run_shard(const options& opt, const shard& part, const std::function<
         barrier();
 
     ctx.open_window(clock::now());
+    if (part.index == 0 && !opt.ready_file.empty())
+        write_ready_file(opt.ready_file, ctx.result());
     sc->start();
     net::steady_timer window_timer(ioc);
     window_timer.expires_at(ctx.window_end());

@@ -3,10 +3,10 @@
 #
 #   bash bench/fanout.sh
 #
-# Builds build-bench/ (Release), starts sockherd (4 workers, pub/sub on /ws/, send queue 16 MiB,
+# Builds build-bench/ (Release; SOCKHERD_BIN / SOCKHERD_LOADGEN use those binaries instead), starts sockherd (4 workers, pub/sub on /ws/, send queue 16 MiB,
 # a free 127.0.0.1 port), runs the load generator's fanout scenario (paced and closed loop) at
 # each subscriber count, stops it; then starts the seed peer (bench/peers/seed/start.sh), runs the
-# identical commands, stops it; writes bench/FANOUT.md. Traffic goes to 127.0.0.0/8 only; every
+# identical commands, stops it; writes bench/results/fanout.md. Traffic goes to 127.0.0.0/8 only; every
 # wait has a deadline; whatever it starts is stopped on exit (trap).
 #
 # Knobs (environment):
@@ -19,7 +19,7 @@
 #   FANOUT_INFLIGHT=1               closed loop: messages outstanding
 #   FANOUT_SIZE=32                  message bytes (>= 16)
 #   FANOUT_GRACE=2                  seconds subscribers keep reading after the last send
-#   FANOUT_REPORT=bench/FANOUT.md   where the report goes
+#   FANOUT_REPORT=bench/results/fanout.md   where the report goes
 #   FANOUT_KEEP=1                   keep the temporary directory (configs, logs, raw JSON)
 set -euo pipefail
 
@@ -32,9 +32,9 @@ PACED_DELIVERIES=${FANOUT_PACED_DELIVERIES:-20000}
 INFLIGHT=${FANOUT_INFLIGHT:-1}
 SIZE=${FANOUT_SIZE:-32}
 GRACE=${FANOUT_GRACE:-2}
-REPORT=${FANOUT_REPORT:-"$ROOT/bench/FANOUT.md"}
-SOCKHERD="$BUILD/sockherd"
-LOADGEN="$BUILD/bench/sockherd-loadgen"
+REPORT=${FANOUT_REPORT:-"$ROOT/bench/results/fanout.md"}
+SOCKHERD=${SOCKHERD_BIN:-"$BUILD/sockherd"}
+LOADGEN=${SOCKHERD_LOADGEN:-"$BUILD/bench/sockherd-loadgen"}
 SEED="$ROOT/bench/peers/seed"
 
 say() { printf '[fanout] %s\n' "$*" >&2; }
@@ -58,9 +58,11 @@ trap 'exit 130' INT TERM
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- build -------------------------------------------------------------------------------
-say "building Release in $BUILD (log: $TMP/build.log)"
-build_bench "$BUILD" "$ROOT" "$TMP/build.log" || die "build failed"
-[ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "build produced no $SOCKHERD or $LOADGEN"
+if [ -z "${SOCKHERD_BIN:-}" ] || [ -z "${SOCKHERD_LOADGEN:-}" ]; then
+    say "building Release in $BUILD (log: $TMP/build.log)"
+    build_bench "$BUILD" "$ROOT" "$TMP/build.log" || die "build failed"
+fi
+[ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "no binary at $SOCKHERD or $LOADGEN"
 
 # ---- helpers -----------------------------------------------------------------------------
 # The load generator arguments of run $1 (paced|closed) at $2 subscribers; the target is added.
@@ -140,7 +142,7 @@ SEED_DIR=""
 # ---- report ------------------------------------------------------------------------------
 MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r)"
 python3 - "$TMP/results.jsonl" "$TMP/commands" "$REPORT" "$MACHINE" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$LOADAVG" <<'PY'
-import json, sys
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 cmds = [l.rstrip("\n").split(" ", 3) for l in open(sys.argv[2])]
 report, machine, when, loadavg = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
@@ -222,6 +224,7 @@ out.append("In paced mode both systems are offered the same load (rate × subscr
            "The machine is shared with other jobs (load average at the start: " + loadavg + "), and single "
            "runs vary: a p99 of a paced run can jump from ~15 ms to over a second between two runs of the "
            "same command, so compare several runs before concluding from one row.\n")
+os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
 open(report, "w").write("\n".join(out) + "\n")
 PY
 say "wrote $REPORT (raw lines: $TMP/results.jsonl${FANOUT_KEEP:+, kept})"

@@ -1,4 +1,4 @@
-# Shell helpers shared by bench/run.sh, bench/fanout.sh, bench/reload.sh and
+# Shell helpers shared by bench/suite.sh, bench/run.sh, bench/fanout.sh, bench/reload.sh and
 # bench/redis_fanout.sh (sourced, not run; POSIX sh).
 
 # True when some socket on this host uses local TCP port $1.
@@ -35,7 +35,8 @@ build_bench() {
 }
 
 # The start of a sockherd config: $1 workers listening on 127.0.0.1:$2, sharing no path with
-# other nodes that run side by side; the admin listener on 127.0.0.1:$3 if given, else off. The
+# other nodes that run side by side; the admin listener on 127.0.0.1:$3 if given (non-empty),
+# else off; the listener mode $4 (handoff, shared, reuseport) if given, else the default. The
 # caller appends the sections of its own.
 node_config_head() {
     cat <<HEAD
@@ -49,6 +50,7 @@ address = "${3:+127.0.0.1:$3}"
 [[listener]]
 address = "127.0.0.1:$2"
 HEAD
+    if [ -n "${4:-}" ]; then echo "mode = \"$4\""; fi
 }
 
 # Waits (at most 15 s) until http://127.0.0.1:$1/healthz has answered from $2 different workers,
@@ -74,4 +76,99 @@ stop_process() {
     for _ in $(seq 1 "$2"); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+}
+
+# $1 and every process below it (children, grandchildren, … up to 4 levels), one pid a line.
+proc_tree() {
+    pt_level=$*
+    pt_depth=0
+    while [ -n "$pt_level" ] && [ $pt_depth -lt 5 ]; do
+        pt_next=""
+        for pt_p in $pt_level; do
+            [ -d "/proc/$pt_p" ] || continue
+            echo "$pt_p"
+            pt_next="$pt_next $(pgrep -P "$pt_p" 2>/dev/null | tr '\n' ' ')"
+        done
+        pt_level=$(echo $pt_next)
+        pt_depth=$((pt_depth + 1))
+    done
+}
+
+# The summed VmRSS in KiB of the processes $@ (pids; gone ones count 0).
+rss_kib() {
+    rk_sum=0
+    for rk_p in "$@"; do
+        rk_v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$rk_p/status" 2>/dev/null) || true
+        rk_sum=$((rk_sum + ${rk_v:-0}))
+    done
+    echo "$rk_sum"
+}
+
+# utime+stime in clock ticks of the processes $@, summed (gone ones count 0).
+cpu_ticks() {
+    ct_sum=0
+    for ct_p in "$@"; do
+        ct_v=$(sed 's/^.*) //' "/proc/$ct_p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || true
+        ct_sum=$((ct_sum + ${ct_v:-0}))
+    done
+    echo "$ct_sum"
+}
+
+# Busy and total ticks of the whole machine (all CPUs), from the first line of /proc/stat.
+machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+
+# Waits (at most $2 seconds) until the file $1 exists, or until process $3 (if given) has exited;
+# true when it exists.
+wait_file() {
+    wf_n=$(($2 * 10))
+    while [ "$wf_n" -gt 0 ]; do
+        [ -e "$1" ] && return 0
+        if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then [ -e "$1" ]; return; fi
+        sleep 0.1
+        wf_n=$((wf_n - 1))
+    done
+    [ -e "$1" ]
+}
+
+# The commit (12 hex digits) checked out in the source tree $1 (a checkout or a worktree), read
+# from its .git without running git; "?" when unknown. Uncommitted changes are not detected.
+git_head() {
+    gh_dir=$1
+    if [ -f "$gh_dir/.git" ]; then
+        gh_gd=$(sed -n 's/^gitdir: //p' "$gh_dir/.git")
+        case $gh_gd in /*) ;; *) gh_gd="$gh_dir/$gh_gd" ;; esac
+    elif [ -d "$gh_dir/.git" ]; then gh_gd="$gh_dir/.git"
+    else echo '?'; return 0; fi
+    gh_head=$(cat "$gh_gd/HEAD" 2>/dev/null || echo '?')
+    case $gh_head in
+        "ref: "*)
+            gh_ref=${gh_head#ref: }
+            gh_common=$gh_gd
+            [ -f "$gh_gd/commondir" ] && gh_common="$gh_gd/$(cat "$gh_gd/commondir")"
+            if [ -f "$gh_common/$gh_ref" ]; then gh_head=$(cat "$gh_common/$gh_ref")
+            else gh_head=$(awk -v r="$gh_ref" '$2 == r { print $1 }' "$gh_common/packed-refs" 2>/dev/null | head -1); fi ;;
+    esac
+    printf '%s\n' "${gh_head:-?}" | cut -c1-12
+}
+
+# The CMake build directory that holds binary $1 (its directory or the parent; "" if none).
+build_of() {
+    bo_d=$(dirname "$1")
+    if [ -f "$bo_d/CMakeCache.txt" ]; then (cd "$bo_d" && pwd)
+    elif [ -f "$bo_d/../CMakeCache.txt" ]; then (cd "$bo_d/.." && pwd); fi
+}
+
+# The source tree of the CMake build that holds binary $1 ("" if unknown).
+src_of() {
+    so_b=$(build_of "$1")
+    [ -z "$so_b" ] || sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$so_b/CMakeCache.txt" 2>/dev/null || true
+}
+
+# npm ci in the peer directory $1 when its node_modules is missing or older than its
+# package-lock.json (bounded, 300 s); output to the file $2. False on failure.
+npm_ci_if_needed() {
+    if [ -f "$1/node_modules/.package-lock.json" ] && [ ! "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]; then
+        return 0
+    fi
+    (cd "$1" && timeout 300 npm ci --no-audit --no-fund) >"$2" 2>&1
 }

@@ -152,6 +152,13 @@ void add_reload_fields(const options& opt, run_result& r, std::string& extra) {
     }
 }
 
+// idle: moves the "idle.*" counters out of the errors into their own JSON fields.
+void add_idle_fields(run_result& r, std::string& extra) {
+    for (const auto& [name, n] : take_counters(r, idle_counter_prefix))
+        extra += fmt::format(",\"{}\":{}", name, n);
+    extra += fmt::format(",\"held\":{},\"window_start_unix\":{:.3f}", r.count, r.window_start_unix);
+}
+
 std::string scenario_list() {
     std::string s = "Scenarios:\n";
     for (const auto& info : scenarios())
@@ -181,7 +188,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1u, 1000000u))
         ->capture_default_str();
     app.add_option("--connections", opt.connections,
-                   "echo: WebSocket connections; fanout: subscribers; reload: long-lived sessions")
+                   "echo: WebSocket connections; fanout: subscribers; reload: long-lived sessions; idle: sessions held")
         ->check(CLI::Range(1u, 10000000u))
         ->capture_default_str();
     app.add_option("--inflight", opt.inflight, "echo: messages in flight per connection")
@@ -216,6 +223,9 @@ int main(int argc, char** argv) {
     app.add_option("--drain-timeout", opt.drain_timeout_s, "Seconds after the window for replies and closes")
         ->check(CLI::Range(0.1, 3600.0))
         ->capture_default_str();
+    app.add_option("--ready-file", opt.ready_file,
+                   "Write this file (\"window_start_unix <time>\") once every process is prepared and the "
+                   "measured window has begun, e.g. for a script that samples the server while idle sessions are held");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -258,6 +268,8 @@ int main(int argc, char** argv) {
             add_fanout_fields(opt, r, extra);
         else if (opt.scenario == "reload")
             add_reload_fields(opt, r, extra);
+        else if (opt.scenario == "idle")
+            add_idle_fields(r, extra);
         std::string json = to_json(opt, r, cpu_used(), wall);
         if (!extra.empty() && !json.empty() && json.back() == '}')
             json.insert(json.size() - 1, extra);

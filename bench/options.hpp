@@ -11,7 +11,7 @@
 namespace sockherd::bench {
 
 struct options {
-    std::string scenario;            // connect | echo
+    std::string scenario;            // connect | echo | fanout | reload | idle
     std::string target_text;         // "127.0.0.1:8080" as given (the first --target)
     tcp::endpoint target;            // parsed from target_text
     std::string host_header;         // Host: sent in the handshake (defaults to target_text)
@@ -31,6 +31,7 @@ struct options {
     double connect_timeout_s = 10;   // per TCP connect and per WebSocket handshake or close
     double setup_timeout_s = 60;     // echo: opening every connection before the window starts
     double drain_timeout_s = 5;      // after the window: waiting for outstanding replies and closes
+    std::string ready_file;          // written (by the first process) when the measured window opens
 
     std::chrono::steady_clock::duration duration() const { return seconds(duration_s); }
     std::chrono::steady_clock::duration connect_timeout() const { return seconds(connect_timeout_s); }

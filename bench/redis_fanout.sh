@@ -13,7 +13,7 @@
 #   seed  the seed topology (bench/peers/seed/start.sh: nginx round robin -> 4 Node `ws`
 #         processes -> redis-server pub/sub), as bench/fanout.sh runs it.
 # Then stops them and writes the "## Fan-out across nodes through Redis (issue 9)" section of
-# bench/RESULTS.md (the other sections stay as they are). Traffic goes to 127.0.0.0/8 only; every
+# bench/results/redis_fanout.md (the other sections stay as they are). Traffic goes to 127.0.0.0/8 only; every
 # wait has a deadline; whatever it starts is stopped on exit (trap). About 4 minutes with the
 # defaults on 2 shared cores, plus the build.
 #
@@ -30,7 +30,7 @@
 #   REDIS_FANOUT_INFLIGHT=1               closed loop: messages outstanding
 #   REDIS_FANOUT_SIZE=32                  message bytes (>= 16)
 #   REDIS_FANOUT_GRACE=2                  seconds subscribers keep reading after the last send
-#   REDIS_FANOUT_RESULTS=bench/RESULTS.md the report whose section is (re)written
+#   REDIS_FANOUT_RESULTS=bench/results/redis_fanout.md  the report whose section is (re)written
 #   REDIS_FANOUT_KEEP=1                   keep the temporary directory (configs, logs, raw JSON)
 set -euo pipefail
 
@@ -44,7 +44,7 @@ PACED_DELIVERIES=${REDIS_FANOUT_PACED_DELIVERIES:-20000}
 INFLIGHT=${REDIS_FANOUT_INFLIGHT:-1}
 SIZE=${REDIS_FANOUT_SIZE:-32}
 GRACE=${REDIS_FANOUT_GRACE:-2}
-RESULTS=${REDIS_FANOUT_RESULTS:-"$ROOT/bench/RESULTS.md"}
+RESULTS=${REDIS_FANOUT_RESULTS:-"$ROOT/bench/results/redis_fanout.md"}
 SOCKHERD=${SOCKHERD_BIN:-"$BUILD/sockherd"}
 LOADGEN=${SOCKHERD_LOADGEN:-"$BUILD/bench/sockherd-loadgen"}
 SEED="$ROOT/bench/peers/seed"
@@ -311,34 +311,7 @@ if [ -n "$SEED_DIR" ]; then
 fi
 
 # ---- report ------------------------------------------------------------------------------
-# The commit of the source tree a binary was built from, read from its .git without running git:
-# $1 the tree (a checkout or a worktree).
-git_head() {
-    local dir=$1 gd head ref common
-    if [ -f "$dir/.git" ]; then gd=$(sed -n 's/^gitdir: //p' "$dir/.git"); case $gd in /*) ;; *) gd="$dir/$gd" ;; esac
-    elif [ -d "$dir/.git" ]; then gd="$dir/.git"
-    else echo '?'; return; fi
-    head=$(cat "$gd/HEAD" 2>/dev/null || echo '?')
-    case $head in
-        "ref: "*)
-            ref=${head#ref: }
-            common=$gd
-            [ -f "$gd/commondir" ] && common="$gd/$(cat "$gd/commondir")"
-            if [ -f "$common/$ref" ]; then head=$(cat "$common/$ref")
-            else head=$(awk -v r="$ref" '$2 == r { print $1 }' "$common/packed-refs" 2>/dev/null | head -1); fi ;;
-    esac
-    echo "${head:0:12}"
-}
-build_of() { # the CMake build directory that holds binary $1 (its directory or the parent; "" if none)
-    local d
-    d=$(dirname "$1")
-    if [ -f "$d/CMakeCache.txt" ]; then echo "$d"; elif [ -f "$d/../CMakeCache.txt" ]; then (cd "$d/.." && pwd); fi
-}
-src_of() { # the source tree of the CMake build that holds binary $1 ("" if unknown)
-    local b
-    b=$(build_of "$1")
-    [ -z "$b" ] || sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$b/CMakeCache.txt" 2>/dev/null || true
-}
+# git_head, build_of, src_of: lib.sh
 SRC=$(src_of "$SOCKHERD")
 [ -n "$SRC" ] || SRC=$ROOT
 MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r)"
@@ -363,5 +336,6 @@ VERSIONS="$VERSIONS; nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')
 for n in node-a node-b one; do
     [ -f "$TMP/$n.toml" ] && sed -e 's/127\.0\.0\.1:[0-9]*"/127.0.0.1:PORT"/' "$TMP/$n.toml" >"$TMP/$n.toml.txt"
 done
+mkdir -p "$(dirname "$RESULTS")"
 python3 "$ROOT/bench/redis_fanout_report.py" "$TMP" "$RESULTS"
 say "wrote the Redis fan-out section of $RESULTS ($((SECONDS - T0)) s in all)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Writes the "## Fan-out across nodes through Redis (issue 9)" section of bench/RESULTS.md from
-what bench/redis_fanout.sh collected in its temporary directory (results.jsonl, commands, meta,
-status/*.json, the node configs and logs); the rest of RESULTS.md is left byte for byte as it is.
+"""Writes the "## Fan-out across nodes through Redis (issue 9)" section of
+bench/results/redis_fanout.md from what bench/redis_fanout.sh collected in its temporary directory
+(results.jsonl, commands, meta, status/*.json, the node configs and logs); the rest of that file
+is left byte for byte as it is.
 
-usage: redis_fanout_report.py <tmpdir> <RESULTS.md>
+usage: redis_fanout_report.py <tmpdir> <report.md>
 """
 import json
 import os

@@ -3,9 +3,11 @@
 #
 #   sh bench/run.sh
 #
-# Builds a Release tree in build-bench/, then for 1, 2 and 4 workers starts sockherd on a free
-# loopback port, runs the load generator's connect and echo scenarios against it, stops it with
-# SIGTERM and writes bench/RESULTS.md (machine, commands, table, what limits the numbers).
+# Builds a Release tree in build-bench/ (SOCKHERD_BIN / SOCKHERD_LOADGEN use those binaries
+# instead), then for 1, 2 and 4 workers starts sockherd on a free loopback port, runs the load
+# generator's connect and echo scenarios against it, stops it with SIGTERM and writes
+# bench/results/run.md (machine, commands, table, what limits the numbers). The suite against the
+# peers is bench/suite.sh.
 # Traffic goes to 127.0.0.0/8 only. Every wait has a deadline.
 #
 # Knobs (environment):
@@ -17,7 +19,7 @@
 #   BENCH_ECHO_SIZE=32            echo: payload bytes
 #   BENCH_LOADGEN_PROCS=2         load generator processes (one single-threaded io_context each)
 #   BENCH_SOURCES=4               client source addresses 127.0.0.1 .. 127.0.0.K
-#   BENCH_RESULTS=bench/RESULTS.md  where the report goes
+#   BENCH_RESULTS=bench/results/run.md  where the report goes
 #   BENCH_KEEP=1                  keep the temporary directory (configs, logs, raw JSON)
 
 set -eu
@@ -32,10 +34,10 @@ ECHO_INFLIGHT=${BENCH_ECHO_INFLIGHT:-1}
 ECHO_SIZE=${BENCH_ECHO_SIZE:-32}
 LOADGEN_PROCS=${BENCH_LOADGEN_PROCS:-2}
 SOURCES=${BENCH_SOURCES:-4}
-RESULTS=${BENCH_RESULTS:-"$ROOT/bench/RESULTS.md"}
+RESULTS=${BENCH_RESULTS:-"$ROOT/bench/results/run.md"}
 
-SOCKHERD="$BUILD/sockherd"
-LOADGEN="$BUILD/bench/sockherd-loadgen"
+SOCKHERD=${SOCKHERD_BIN:-"$BUILD/sockherd"}
+LOADGEN=${SOCKHERD_LOADGEN:-"$BUILD/bench/sockherd-loadgen"}
 NPROC=$(nproc)
 HZ=$(getconf CLK_TCK)
 
@@ -62,17 +64,14 @@ trap 'exit 130' INT TERM
 now() { date +%s.%N; }
 
 # ---- build -------------------------------------------------------------------------------
-say "building Release in $BUILD (log: $TMP/build.log)"
-if ! { cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSOCKHERD_BUILD_TESTS=OFF \
-        -DSOCKHERD_BUILD_BENCH=ON && cmake --build "$BUILD" -j"$NPROC"; } >"$TMP/build.log" 2>&1; then
-    tail -30 "$TMP/build.log" >&2
-    die "build failed"
+. "$ROOT/bench/lib.sh" # port_in_use, pick_port, build_bench, git_head, src_of, machine_ticks
+if [ -z "${SOCKHERD_BIN:-}" ] || [ -z "${SOCKHERD_LOADGEN:-}" ]; then
+    say "building Release in $BUILD (log: $TMP/build.log)"
+    build_bench "$BUILD" "$ROOT" "$TMP/build.log" || die "build failed"
 fi
-[ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "build produced no $SOCKHERD or $LOADGEN"
+[ -x "$SOCKHERD" ] && [ -x "$LOADGEN" ] || die "no binary at $SOCKHERD or $LOADGEN"
 
 # ---- helpers -----------------------------------------------------------------------------
-
-. "$ROOT/bench/lib.sh" # port_in_use, pick_port
 
 # utime+stime of pid $1 in clock ticks (0 if it is gone).
 ticks() {
@@ -89,8 +88,6 @@ worker_ticks() {
     echo "$sum"
 }
 
-# Busy and total ticks of the whole machine, from the first line of /proc/stat.
-machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
 
 # Starts sockherd with $1 workers on a free port; sets SUP_PID, PORT, CONFIG, LOG.
 start_sockherd() {
@@ -263,6 +260,7 @@ for w in $WORKERS_LIST; do
     done
 done
 
+mkdir -p "$(dirname "$RESULTS")"
 {
     echo "# sockherd benchmark: hand-off connections and echo"
     echo
@@ -275,7 +273,8 @@ done
     echo "- Kernel: $(uname -srm)"
     CXX=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
     echo "- Compiler: $("${CXX:-c++}" --version 2>/dev/null | head -1)"
-    echo "- sockherd: \`$("$SOCKHERD" --version 2>&1 | head -1)\` (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ', with uncommitted changes')), Release build in \`build-bench/\`"
+    SRC=$(src_of "$SOCKHERD"); [ -n "$SRC" ] || SRC=$ROOT
+    echo "- sockherd: \`$("$SOCKHERD" --version 2>&1 | head -1)\` (commit $(git_head "$SRC") of \`$SRC\`; uncommitted changes not detected), Release build in \`$(build_of "$SOCKHERD")\`"
     echo "- Open files per process: $(ulimit -n); load average before/after the runs: $LOAD_BEFORE / $LOAD_AFTER"
     echo
     echo "## Commands"

@@ -5,7 +5,7 @@
 namespace sockherd::bench {
 namespace {
 
-const std::array<scenario_info, 4> registry{{
+const std::array<scenario_info, 5> registry{{
     {"connect", "open a WebSocket session, close it, repeat (handshakes/s, open+close time)",
      &make_connect_scenario},
     {"echo", "closed-loop echo on open connections (messages/s, round trip time)", &make_echo_scenario},
@@ -18,6 +18,11 @@ const std::array<scenario_info, 4> registry{{
      "close) at --connect-rate/s, and --connections long-lived closed-loop echo sessions that are not "
      "reopened when closed (connects ok/failed, closes by kind, echoes and connects per 100 ms slot)",
      &make_reload_scenario},
+    {"idle",
+     "--connections sessions opened before the window and held open for --duration, sending nothing and "
+     "answering pings (opened/failed, closed by the server meanwhile, still open at the end); a script "
+     "samples the server's memory while they are held (--ready-file tells it when)",
+     &make_idle_scenario},
 }};
 
 } // namespace

@@ -1,5 +1,5 @@
 #pragma once
-// A scenario is one kind of load (connect churn, echo, and later fan-out, idle memory, …). One
+// A scenario is one kind of load (connect churn, echo, fan-out, reload, idle memory, …). One
 // instance lives in each load generator process and runs on that process's io_context. Adding a
 // scenario = one .cpp with a make_… function and one line in scenarios() (scenario.cpp).
 
@@ -43,6 +43,7 @@ std::unique_ptr<scenario> make_connect_scenario(load_context& ctx);
 std::unique_ptr<scenario> make_echo_scenario(load_context& ctx);
 std::unique_ptr<scenario> make_fanout_scenario(load_context& ctx);
 std::unique_ptr<scenario> make_reload_scenario(load_context& ctx);
+std::unique_ptr<scenario> make_idle_scenario(load_context& ctx);
 
 // fan-out settings that have no field in options (set by main before any process is forked).
 struct fanout_settings {
@@ -65,5 +66,8 @@ reload_settings& reload_config();
 // run_result::slots "echo", "connect" and "close", each reload_slot long.
 inline constexpr std::string_view reload_counter_prefix = "reload.";
 inline constexpr std::chrono::milliseconds reload_slot{100};
+
+// The idle scenario's counters travel the same way, under this prefix.
+inline constexpr std::string_view idle_counter_prefix = "idle.";
 
 } // namespace sockherd::bench

@@ -1,0 +1,699 @@
+#!/usr/bin/env python3
+"""Writes bench/RESULTS.md from what bench/suite.sh collected in its temporary directory:
+results.jsonl (one line per load generator run), meta, commands, raw/*.before and raw/*.during
+(RSS samples of the idle runs), the sockherd configs, *.refused (why a system did not start) and
+reload/ and crash/ (bench/reload.sh's raw results).
+
+usage: suite_report.py <tmpdir> <RESULTS.md>
+"""
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reload_report  # noqa: E402  (analyse() for the reload and crash tables)
+
+PEER_NAMES = {
+    "seed": "seed (nginx → 4 Node `ws` + Redis)",
+    "cluster": "Node cluster + `ws` (4 workers)",
+    "bun": "Bun (1 process)",
+}
+MODE_NOTE = {
+    "handoff": "the supervisor accepts and hands each socket to a worker",
+    "shared": "every worker accepts on the one listening socket",
+    "reuseport": "one SO_REUSEPORT socket per worker",
+}
+
+
+def name_of(system):
+    if system.startswith("sockherd-"):
+        return f"sockherd ({system[len('sockherd-'):]})"
+    return PEER_NAMES.get(system, system)
+
+
+def big(x):
+    return f"{x:,.0f}"
+
+
+def ms(us):
+    if us is None:
+        return "n/a"
+    return f"{us / 1000:.2f} ms" if us < 10_000 else f"{us / 1000:.1f} ms" if us < 100_000 else f"{us / 1000:,.0f} ms"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fx(r, digits=2):
+    return "n/a" if r is None else f"{r:.{digits}f}×"
+
+
+def kib(k):
+    return f"{k / 1024:,.1f} MiB" if k >= 10240 else f"{k:,.0f} KiB"
+
+
+def errors_text(res):
+    if not res["errors"]:
+        return "0"
+    items = sorted(res["error_kinds"].items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{k} {v}" for k, v in items[:3])
+    return text + (", …" if len(items) > 3 else "")
+
+
+class Run:
+    """One load generator run with the CPU measured around it."""
+
+    def __init__(self, line):
+        self.phase = line["phase"]
+        self.system = line["system"]
+        self.key = line["key"]
+        self.cell = line["cell"]
+        self.res = line["result"]
+        cpu = line.get("cpu")
+        self.server_cpu = self.sup_cpu = self.lg_cpu = self.other_cpu = None
+        if cpu and cpu["wall_s"] > 0:
+            hz, wall = cpu["hz"], cpu["wall_s"]
+            self.server_cpu = cpu["server_ticks"] / hz / wall * 100  # % of one core
+            self.sup_cpu = cpu["supervisor_ticks"] / hz / wall * 100
+            self.sup_ticks, self.server_ticks = cpu["supervisor_ticks"], cpu["server_ticks"]
+            if self.res:
+                self.lg_cpu = (self.res["cpu_user_s"] + self.res["cpu_sys_s"]) / wall * 100
+            if cpu["machine_total_ticks"] > 0:
+                machine = cpu["machine_busy_ticks"] / cpu["machine_total_ticks"] * cpu["ncpu"] * 100
+                self.other_cpu = max(0.0, machine - self.server_cpu - (self.lg_cpu or 0))
+
+    @property
+    def rate(self):
+        return self.res["rate"] if self.res else None
+
+    @property
+    def p99(self):
+        return self.res["p99_us"] if self.res else None
+
+    def per_cpu_s(self):
+        if not self.res or not self.server_cpu:
+            return None
+        return self.res["rate"] / (self.server_cpu / 100)
+
+
+def keep_worst(worst, key, x, where, lower_is_worse):
+    """worst[key] = (x, where) when x is worse than what is there (lower or higher)."""
+    cur = worst.get(key)
+    if cur is None or (x < cur[0] if lower_is_worse else x > cur[0]):
+        worst[key] = (x, where)
+
+
+def mean_of(values):
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def worker_spread(tmp, key, field="connections_total"):
+    """How run `key` spread over sockherd's workers: the change of each worker slot's `field`
+    between the /status.json snapshots around it, as "a / b / c / d %" (None when unknown)."""
+    before = load_json(os.path.join(tmp, "raw", f"{key}.status-before.json"))
+    after = load_json(os.path.join(tmp, "raw", f"{key}.status-after.json"))
+    if not before or not after:
+        return None
+    b = {w["id"]: w.get(field) or 0 for w in before.get("workers", [])}
+    d = {}
+    for w in after.get("workers", []):
+        d[w["id"]] = d.get(w["id"], 0) + (w.get(field) or 0) - b.get(w["id"], 0)
+    total = sum(d.values())
+    if total <= 0:
+        return None
+    return " / ".join(f"{100 * d[i] / total:.0f}" for i in sorted(d)) + " %"
+
+
+def pct(x):
+    return "n/a" if x is None else f"{x:.0f} %"
+
+
+def load(tmp):
+    runs = []
+    with open(os.path.join(tmp, "results.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                runs.append(Run(json.loads(line)))
+    meta = {}
+    with open(os.path.join(tmp, "meta")) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                meta[k] = v
+    return runs, meta
+
+
+def read_samples(path, until=None):
+    """RSS samples: [(sum_kib, {pid: (rss_kib, fds)})], those taken before the unix time `until`
+    if given."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        parts = line.split()
+        if len(parts) < 2 or (until is not None and float(parts[0]) >= until):
+            continue
+        procs = {}
+        for p in parts[2:]:
+            pid, rss, fds = p.split(":")
+            procs[pid] = (int(rss), int(fds))
+        out.append((int(parts[1]), procs))
+    return out
+
+
+class Report:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.runs, self.meta = load(tmp)
+        self.o = []
+        self.targets = []  # (target, measured, reference, ratio text, verdict)
+        self.main = self.meta["MAIN"]
+        self.systems = self.meta["SYSTEMS"].split()
+        self.peers = [s for s in self.systems if s != self.main]
+        self.refused = {}
+        for f in os.listdir(tmp):
+            if f.endswith(".refused"):
+                self.refused[f[: -len(".refused")]] = open(os.path.join(tmp, f)).read().strip()
+
+    def add(self, *lines):
+        self.o.extend(lines)
+
+    def of(self, phase, system=None, **cell):
+        return [r for r in self.runs if r.phase == phase and (system is None or r.system == system)
+                and all(r.cell.get(k) == v for k, v in cell.items())]
+
+    def target(self, what, measured, reference, r, ok):
+        verdict = "NOT RUN" if ok is None else ("**PASS**" if ok else "**MISS**")
+        self.targets.append((what, measured, reference, r, verdict))
+
+    # ---- 1. connect ---------------------------------------------------------------------------
+    def connect(self):
+        runs = self.of("connect")
+        if not runs and not any(k.startswith("sockherd-") for k in self.refused):
+            return
+        self.add("## 1. Connect rate", "")
+        self.add(f"WebSocket sessions opened and closed per second (connect, handshake on `/echo`, close 1000, "
+                 f"wait for the server's close): `--concurrency {self.meta['CONNECT_CONCURRENCY']}` loops over "
+                 f"`--procs` processes, {self.meta['DURATION']} s windows, {self.meta['CONNECT_ROUNDS']} round(s) over "
+                 "all systems in turn; the rate is the mean over the rounds (each round in brackets). CPU columns: "
+                 "CPU time over wall time, 100 % = one core, summed over the system's processes (sockherd: "
+                 "supervisor + workers; the seed: nginx, Node, Redis). *Supervisor share* = supervisor CPU / "
+                 "(supervisor + workers) CPU. *Spread over workers*: each worker's share of the connections of "
+                 "the last round (from the change of its `connections_total` in `/status.json`).", "")
+        self.add("| system | handshakes/s | p50 | p99 | server CPU | supervisor share | spread over workers | "
+                 "handshakes per server CPU-s | load generator CPU | rest of the machine | errors |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        order = []
+        for r in runs:
+            if r.system not in order:
+                order.append(r.system)
+        self.connect_mean = {}
+        for s in order:
+            rs = [r for r in runs if r.system == s]
+            ok = [r for r in rs if r.res]
+            if not ok:
+                self.add(f"| {name_of(s)} | no result | | | | | | | | | |")
+                continue
+            mean = statistics.mean(r.rate for r in ok)
+            self.connect_mean[s] = mean
+            each = " (" + ", ".join(big(r.rate) for r in ok) + ")" if len(ok) > 1 else ""
+            sup_share = None
+            if s.startswith("sockherd-"):
+                tot = sum(r.server_ticks for r in ok)
+                sup_share = 100 * sum(r.sup_ticks for r in ok) / tot if tot else None
+            server = mean_of(r.server_cpu for r in ok)
+            per = statistics.mean(r.per_cpu_s() or 0 for r in ok)
+            spread = worker_spread(self.tmp, ok[-1].key) if s.startswith("sockherd-") else None
+            self.add(f"| {name_of(s)} | {big(mean)}{each} | {ms(statistics.median(r.res['p50_us'] for r in ok))} | "
+                     f"{ms(max(r.p99 for r in ok))} | {pct(server)} | {pct(sup_share) if sup_share is not None else '–'} | "
+                     f"{spread or '–'} | {big(per)} | {pct(mean_of(r.lg_cpu for r in ok))} | "
+                     f"{pct(mean_of(r.other_cpu for r in ok))} | {'; '.join(errors_text(r.res) for r in ok)} |")
+            if s == "sockherd-handoff":
+                self.sup_share = sup_share
+        for s, why in sorted(self.refused.items()):
+            if s.startswith("sockherd-") and s not in order:
+                self.add(f"| {name_of(s)} | did not start: {why.splitlines()[-1] if why else '?'} | | | | | | | | | |")
+        self.add("")
+        # ratios
+        m = self.connect_mean
+        h, rp, sh = m.get("sockherd-handoff"), m.get("sockherd-reuseport"), m.get("sockherd-shared")
+        rows = []
+        if h is not None:
+            if rp is not None:
+                rows.append(("handoff / reuseport", fx(ratio(h, rp))))
+            if sh is not None:
+                rows.append(("handoff / shared", fx(ratio(h, sh))))
+            for p in self.peers:
+                if p in m:
+                    rows.append((f"handoff / {p}", fx(ratio(h, m[p]))))
+        if rows:
+            self.add("Ratios (same run; above 1: sockherd handoff opens more sessions per second):", "",
+                     "| | ratio |", "|---|---:|")
+            for a, b in rows:
+                self.add(f"| {a} | {b} |")
+            self.add("")
+        r = ratio(h, rp)
+        why = self.refused.get("sockherd-reuseport")
+        self.target("connect rate: handoff ≥ 0.9× reuseport",
+                    f"{big(h)}/s" if h else "n/a", f"reuseport {big(rp)}/s" if rp else
+                    ("reuseport " + ("refused by the server" if why else "not run")), fx(r),
+                    None if r is None else r >= 0.9)
+        share = getattr(self, "sup_share", None)
+        self.target("supervisor CPU ≤ 15 % of the node's CPU at the maximum connect rate (handoff)",
+                    pct(share) if share is not None else "n/a", "15 %",
+                    "n/a" if share is None else f"{share / 15:.2f}× the limit", None if share is None else share <= 15)
+
+    # ---- 2. echo ------------------------------------------------------------------------------
+    def echo(self):
+        runs = self.of("echo")
+        if not runs:
+            return
+        self.add("## 2. Echo", "")
+        self.add(f"`--connections` sessions on `/echo`, each with `--inflight {self.meta['ECHO_INFLIGHT']}` binary "
+                 f"message(s) of `--size` bytes outstanding (closed loop; every echo checked), "
+                 f"{self.meta['DURATION']} s windows. Round trip = write start to echo read.", "")
+        self.add("| connections | size | system | msgs/s | p50 | p99 | p99.9 | server CPU | msgs per server CPU-s | "
+                 "load generator CPU | rest of the machine | errors |",
+                 "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        cells = []
+        for r in runs:
+            c = (r.cell["connections"], r.cell["size"])
+            if c not in cells:
+                cells.append(c)
+        by = {(r.cell["connections"], r.cell["size"], r.system): r for r in runs}
+        for conns, size in cells:
+            for s in self.systems:
+                r = by.get((conns, size, s))
+                if r is None:
+                    continue
+                if not r.res:
+                    self.add(f"| {big(conns)} | {size} B | {name_of(s)} | no result | | | | | | | | |")
+                    continue
+                self.add(f"| {big(conns)} | {size} B | {name_of(s)} | {big(r.rate)} | {ms(r.res['p50_us'])} | "
+                         f"{ms(r.p99)} | {ms(r.res['p999_us'])} | {pct(r.server_cpu)} | {big(r.per_cpu_s() or 0)} | "
+                         f"{pct(r.lg_cpu)} | {pct(r.other_cpu)} | {errors_text(r.res)} |")
+        self.add("")
+        self.add("sockherd against each peer, per cell (msgs/s: above 1 is better; p99: below 1 is better):", "")
+        self.add("| connections | size | " + " | ".join(f"msgs/s vs {p}" for p in self.peers) + " | "
+                 + " | ".join(f"p99 vs {p}" for p in self.peers) + " |",
+                 "|---:|---:|" + "---:|" * (2 * len(self.peers)))
+        worst = {}
+        for conns, size in cells:
+            a = by.get((conns, size, self.main))
+            row = [big(conns), f"{size} B"]
+            for kind in ("rate", "p99"):
+                for p in self.peers:
+                    b = by.get((conns, size, p))
+                    x = ratio(getattr(a, kind) if a else None, getattr(b, kind) if b else None)
+                    row.append(fx(x))
+                    if x is not None:
+                        keep_worst(worst, (kind, p), x, (conns, size), kind == "rate")
+            self.add("| " + " | ".join(row) + " |")
+        self.add("")
+
+        def cell_name(c):
+            return f"{big(c[0])} conns × {c[1]} B"
+
+        def t(label, kind, peer, limit, higher):
+            w = worst.get((kind, peer))
+            n = sum(1 for c in cells if (c[0], c[1], self.main) in by and (c[0], c[1], peer) in by)
+            if w is None:
+                self.target(label, "n/a", f"{peer} not run", "n/a", None)
+                return
+            x, c = w
+            mine, theirs = by[(c[0], c[1], self.main)], by[(c[0], c[1], peer)]
+            show = (lambda r: f"{big(r.rate)} msgs/s") if kind == "rate" else (lambda r: f"p99 {ms(r.p99)}")
+            self.target(label, f"{show(mine)} ({cell_name(c)}" + (f": the worst of {n} cells)" if n > 1 else ")"), f"{peer}: {show(theirs)}",
+                        fx(x), x >= limit if higher else x <= limit)
+
+        t("echo msgs/s ≥ 3× the seed topology", "rate", "seed", 3.0, True)
+        t("echo msgs/s ≥ 1.0× Bun", "rate", "bun", 1.0, True)
+        t("echo p99 ≤ Bun's", "p99", "bun", 1.0, False)
+
+    # ---- 3. fan-out ---------------------------------------------------------------------------
+    def fanout(self):
+        runs = self.of("fanout")
+        if not runs:
+            return
+        self.add("## 3. Fan-out", "")
+        self.add(f"One channel (`/ws/bench-<N>`), N subscribers spread over the processes (and so over every "
+                 f"worker), one publisher on the same channel sending 32 B messages (sequence number and send "
+                 f"time) in a closed loop: at most `--inflight {self.meta['FANOUT_INFLIGHT']}` message not yet back "
+                 f"at the publisher, {self.meta['DURATION']} s of publishing, subscribers read 2 s longer. "
+                 "deliveries/s = deliveries / (first send to last delivery); latency = publish to receive; "
+                 "lost = sent × subscribers − delivered.", "")
+        self.add("| subscribers | system | sent | deliveries/s | p50 | p99 | max | lost | dup / out of order | "
+                 "server CPU | load generator CPU | errors |",
+                 "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        subs_list = []
+        for r in runs:
+            if r.cell["subscribers"] not in subs_list:
+                subs_list.append(r.cell["subscribers"])
+        by = {(r.cell["subscribers"], r.system): r for r in runs}
+        for n in subs_list:
+            for s in self.systems:
+                r = by.get((n, s))
+                if r is None:
+                    continue
+                if not r.res:
+                    self.add(f"| {big(n)} | {name_of(s)} | no result | | | | | | | | | |")
+                    continue
+                x = r.res
+                held = "" if x["subscribers"] == n else f" ({big(x['subscribers'])} connected)"
+                self.add(f"| {big(n)}{held} | {name_of(s)} | {big(x['sent'])} | {big(x['rate'])} | {ms(x['p50_us'])} | "
+                         f"{ms(x['p99_us'])} | {ms(x['max_us'])} | {big(x['lost'])} | {x['dup']} / {x['out_of_order']} | "
+                         f"{pct(r.server_cpu)} | {pct(r.lg_cpu)} | {errors_text(x)} |")
+        self.add("")
+        self.add("sockherd against each peer (deliveries/s: above 1 is better; p99: below 1 is better):", "")
+        self.add("| subscribers | " + " | ".join(f"deliveries/s vs {p}" for p in self.peers) + " | "
+                 + " | ".join(f"p99 vs {p}" for p in self.peers) + " |",
+                 "|---:|" + "---:|" * (2 * len(self.peers)))
+        worst = {}
+        for n in subs_list:
+            a = by.get((n, self.main))
+            row = [big(n)]
+            for kind in ("rate", "p99"):
+                for p in self.peers:
+                    b = by.get((n, p))
+                    x = ratio(getattr(a, kind) if a else None, getattr(b, kind) if b else None)
+                    row.append(fx(x))
+                    if x is not None:
+                        keep_worst(worst, (kind, p), x, n, kind == "rate")
+            self.add("| " + " | ".join(row) + " |")
+        self.add("")
+
+        def t(label, kind, peer, limit, higher):
+            w = worst.get((kind, peer))
+            if w is None:
+                self.target(label, "n/a", f"{peer} not run", "n/a", None)
+                return
+            x, n = w
+            mine, theirs = by[(n, self.main)], by[(n, peer)]
+            show = (lambda r: f"{big(r.rate)} deliveries/s") if kind == "rate" else (lambda r: f"p99 {ms(r.p99)}")
+            self.target(label, f"{show(mine)} ({big(n)} subscribers" + (f": the worst of {len(subs_list)})" if len(subs_list) > 1 else ")"),
+                        f"{peer}: {show(theirs)}", fx(x), x >= limit if higher else x <= limit)
+
+        t("fan-out deliveries/s ≥ 1.0× Bun", "rate", "bun", 1.0, True)
+        t("fan-out deliveries/s ≥ 2× the seed topology", "rate", "seed", 2.0, True)
+        t("fan-out p99 ≤ Bun's", "p99", "bun", 1.0, False)
+        mine = [by[(n, self.main)] for n in subs_list if (n, self.main) in by]
+        lost = [r.res["lost"] for r in mine if r.res]
+        ok = None if not lost or len(lost) < len(mine) else all(l == 0 for l in lost)
+        self.target("fan-out: 0 lost", ", ".join(f"{big(r.res['lost'])} at {big(r.cell['subscribers'])}" for r in mine if r.res)
+                    or "n/a", "0", "–", ok)
+
+    # ---- 4. idle memory -----------------------------------------------------------------------
+    def held_samples(self, r):
+        """The RSS samples of idle run r taken while its sessions were held (inside its window)."""
+        until = None
+        start = r.res.get("window_start_unix") if r.res else None
+        ready = os.path.join(self.tmp, "raw", f"{r.key}.ready")
+        if not start and os.path.exists(ready):
+            start = float(open(ready).read().split()[1])
+        if start and r.res:
+            until = start + r.res["duration_s"] - 0.2
+        return read_samples(os.path.join(self.tmp, "raw", f"{r.key}.during"), until)
+
+    def idle(self):
+        runs = self.of("idle")
+        if not runs:
+            return
+        self.add("## 4. Idle memory", "")
+        self.add(f"Each system started afresh for each row and measured alone: the summed VmRSS of all its "
+                 f"processes (sockherd: supervisor + workers; seed: nginx master and workers, 4 Node, Redis; cluster: "
+                 f"primary + 4 workers; Bun: its one process) before (median of 3 samples after a 2 s settle) and "
+                 f"while N idle WebSocket sessions on `/echo` are held (median of the samples taken once a second "
+                 f"for {self.meta['IDLE_HOLD']} s from the moment every session is open; the sessions stay open 5 s "
+                 f"longer, and a sample that still fell after them is dropped; pings answered); per session = (while − before) / sessions "
+                 f"held. VmRSS is user-space memory (the kernel's socket buffers are not in it). Open files per "
+                 f"process here: {self.meta['NOFILE']}, so 40,000 sessions need the load generator in 4 processes "
+                 "and a server that spreads them over processes.", "")
+        self.add("| sessions | system | held | opened / failed / not tried | RSS before | RSS while held | "
+                 "per session | processes (open fds while held) |",
+                 "|---:|---|---:|---:|---:|---:|---:|---|")
+        self.idle_per = {}
+        notes = []
+        for r in runs:
+            n, s = r.cell["connections"], r.system
+            before = read_samples(os.path.join(self.tmp, "raw", f"{r.key}.before"))
+            during = self.held_samples(r)
+            if not r.res or not before:
+                why = self.refused.get(s)
+                self.add(f"| {big(n)} | {name_of(s)} | {'did not start: ' + why.splitlines()[-1] if why else 'no result'} | | | | | |")
+                continue
+            x = r.res
+            b = statistics.median(v for v, _ in before)
+            d = statistics.median(v for v, _ in during) if during else None
+            held = x["held"]
+            per = (d - b) / held if d is not None and held else None
+            self.idle_per[(n, s)] = (per, held)
+            last = during[-1][1] if during else {}
+            fds = sorted((f for _, f in last.values()), reverse=True)
+            proc_text = f"{len(last)}: " + ", ".join(big(f) for f in fds[:6]) + (", …" if len(fds) > 6 else "")
+            self.add(f"| {big(n)} | {name_of(s)} | {big(held)}{'' if held == n else ' ⚠'} | {big(x['opened'])} / "
+                     f"{big(x['failed'])} / {big(x['not_attempted'])} | {kib(b)} | {kib(d) if d is not None else 'n/a'} | "
+                     f"{'n/a' if per is None else f'{per:.2f} KiB'} | {proc_text} |")
+            if held < n:
+                kinds = ", ".join(f"{k} {v}" for k, v in sorted(x["error_kinds"].items(), key=lambda kv: -kv[1])[:3])
+                if s == "bun":
+                    why = (f"Bun is one process and one process may open {self.meta['NOFILE'].split()[-2]} files "
+                           "here (`ulimit -Hn`), so it cannot hold more sessions than that")
+                elif s == "seed":
+                    why = ("the seed's nginx has 2 worker processes with `worker_connections 20000` and "
+                           "`worker_rlimit_nofile 20000`, and each proxied WebSocket takes two of them (client and "
+                           "upstream), so the topology as configured holds about 20,000")
+                else:
+                    why = "see the error kinds"
+                notes.append(f"- {name_of(s)} at {big(n)}: held {big(held)} ({kinds}); {why}. The load generator "
+                             "stops trying after 128 failures in a row per process (\"not tried\"), so the run stays "
+                             "short. Its per-session figure is over the sessions it did hold.")
+        self.add("")
+        if notes:
+            self.add(*notes)
+            self.add("")
+        # sockherd's processes while held, per process
+        for r in runs:
+            if r.system != self.main or not r.res:
+                continue
+            during = self.held_samples(r)
+            before = read_samples(os.path.join(self.tmp, "raw", f"{r.key}.before"))
+            if not during or not before:
+                continue
+            b, d = before[-1][1], during[-1][1]
+            parts = []
+            for pid in sorted(d, key=int):
+                rb = b.get(pid, (0, 0))[0]
+                parts.append(f"pid {pid}: {big(d[pid][1])} fds, {kib(d[pid][0])} ({'+' if d[pid][0] >= rb else ''}"
+                             f"{kib(d[pid][0] - rb)})")
+            self.add(f"sockherd's processes at {big(r.cell['connections'])} sessions (last sample; the first is the "
+                     "supervisor): " + "; ".join(parts) + ".", "")
+        mine = sorted((n, v) for (n, s), v in self.idle_per.items() if s == self.main)
+        if mine:
+            worst = max(mine, key=lambda kv: kv[1][0] if kv[1][0] is not None else -1)
+            per = worst[1][0]
+            self.target("idle memory ≤ 4 KiB RSS per WebSocket session (all sockherd processes)",
+                        "worst: " + ("n/a" if per is None else f"{per:.2f} KiB at {big(worst[0])}"), "4 KiB",
+                        "n/a" if per is None else f"{per / 4:.2f}× the limit", None if per is None else per <= 4)
+        sizes = [r.cell["connections"] for r in runs if r.system == self.main]
+        big_n = max(sizes) if sizes else None
+        held = self.idle_per.get((big_n, self.main), (None, None))[1] if big_n else None
+        self.target(f"{big(40000)} concurrent sessions held", f"{big(held)} of {big(big_n)}" if held is not None else "n/a",
+                    "40,000", "–", None if held is None or big_n < 40000 else held >= 40000)
+
+    # ---- 5. reload and crash ------------------------------------------------------------------
+    def reload(self):
+        for action, title in (("reload", "## 5. Reload under load"), ("crash", "## 6. Crash under load")):
+            d = os.path.join(self.tmp, action)
+            if not os.path.exists(os.path.join(d, "results.jsonl")):
+                if action in self.meta.get("SCENARIOS", "").split():
+                    self.add(title, "", f"bench/reload.sh ({action}) gave no results; see the suite's log.", "")
+                continue
+            rows = [json.loads(l) for l in open(os.path.join(d, "results.jsonl")) if l.strip()]
+            meta = dict(l.rstrip("\n").split("=", 1) for l in open(os.path.join(d, "meta")) if "=" in l)
+            a = {r["target"]: reload_report.analyse(r, float(meta["EVERY"])) for r in rows}
+            targets = [r["target"] for r in rows]
+            self.add(title, "")
+            if action == "reload":
+                self.add(f"bench/reload.sh's scenario, run by the suite (`{meta['COMMAND']}` with RELOAD_TARGETS="
+                         f"\"{' '.join(targets)}\" RELOAD_DURATION={meta['DURATION']}): {meta['PROBES']} loops opening "
+                         f"fresh sessions (open, one echo, close) at {meta['CONNECT_RATE']}/s in all, and "
+                         f"{meta['SESSIONS']} long-lived echo sessions that are not reopened when closed; a reload every "
+                         f"{meta['EVERY']} s (sockherd `kill -HUP`, nginx `-s reload`, `pm2 reload`). The full report "
+                         "with every reload is what `bash bench/reload.sh` writes to "
+                         "[results/reload.md](results/reload.md).", "")
+            else:
+                self.add(f"The same load, with one `kill -9` of a worker process {meta['EVERY']} s into the "
+                         f"{meta['DURATION']} s window (`{meta['COMMAND']}`): sockherd's lowest-pid worker (the "
+                         "supervisor starts a new one), the seed's first Node backend (nothing restarts it; nginx "
+                         "sends new connections to the other three), a Node cluster worker (its primary forks a new "
+                         "one). Bun is not in it: it is one process, so a kill -9 is the whole server down with "
+                         "nothing to restart it.", "")
+            self.add("| | " + " | ".join(reload_report.NAMES.get(t, t) for t in targets) + " |",
+                     "|---|" + "---:|" * len(targets))
+
+            def line(label, f):
+                self.add(f"| {label} | " + " | ".join("no result" if a[t] is None else f(a[t]) for t in targets) + " |")
+
+            word = "reload" if action == "reload" else "crash"
+            line("reloads sent" if action == "reload" else "kills sent", lambda x: f"{sum(1 for r in x['reloads'] if r['rc'] == 0)} of {len(x['reloads'])}")
+            if action == "reload":
+                line("server processes replaced", lambda x: f"{x['replaced']} of {x['procs_before']}")
+            else:
+                line("worker processes: gone / new / running at the end", lambda x: f"{x['replaced']} / "
+                     f"{x['procs_after'] - (x['procs_before'] - x['replaced'])} / {x['procs_after']} of {x['procs_before']}")
+            line("fresh sessions: ok / attempted", lambda x: f"{big(x['res']['connects_ok'])} / {big(x['res']['connect_attempts'])}")
+            line("**failed connects**", lambda x: f"**{x['res']['connects_failed']}**")
+            line("long-lived sessions", lambda x: f"{x['res']['sessions']}")
+            line("sessions closed: clean / other / **abnormal**", lambda x: f"{x['res']['sessions_closed_clean']} / "
+                 f"{x['res']['sessions_closed_other']} / **{x['res']['sessions_closed_abnormal']}**")
+            line("echo msgs/s, normal", lambda x: f"{big(x['echo_normal'])}/s")
+            line(f"echo, worst 100 ms after a {word}", lambda x: reload_report.share(x["echo_worst"]))
+            line("echo round trip p99 (whole window)", lambda x: ms(x["res"]["p99_us"]))
+            self.add("")
+            base = a.get("sockherd")
+            if action == "reload":
+                if base:
+                    r = base["res"]
+                    closed = reload_report.closed_of(r)
+                    self.target("reload under load: 0 failed connects, 0 abnormal closes, 0 sessions closed (issue 5)",
+                                f"{r['connects_failed']} failed, {r['sessions_closed_abnormal']} abnormal, {closed} closed",
+                                "0 / 0 / 0", "–",
+                                r["connects_failed"] == 0 and r["sessions_closed_abnormal"] == 0 and closed == 0)
+            elif base:
+                r = base["res"]
+                self.targets.append(("crash under load (no target in the issues: informational)",
+                                     f"{r['connects_failed']} failed connect(s), {r['sessions_closed_abnormal']} of "
+                                     f"{r['sessions']} sessions closed abnormally, the killed worker "
+                                     + ("replaced" if base["procs_after"] >= base["procs_before"] else "not replaced"),
+                                     "–", "–", "info"))
+
+    # ---- the whole report ---------------------------------------------------------------------
+    def write(self, path):
+        m = self.meta
+        body_start = len(self.o)
+        self.connect()
+        self.echo()
+        self.fanout()
+        self.idle()
+        self.reload()
+        body = self.o[body_start:]
+        self.o = self.o[:body_start]
+        self.add("# sockherd benchmark suite (issue 8)", "")
+        if m.get("QUICK") == "1":
+            self.add("> **Quick mode (BENCH_QUICK=1): a smoke test with small counts and short windows; not the "
+                     "numbers to quote.**", "")
+        self.add(f"Generated by `{m['COMMAND']}` on {m['WHEN']} ({int(m['ELAPSED']) // 60} min {int(m['ELAPSED']) % 60} s). "
+                 "Every number and every ratio below comes from this one run: the systems ran side by side, started "
+                 "together and taking turns run by run, with the same load generator commands, on one shared "
+                 f"{m['NPROC']}-core machine where the load generator runs on the same cores as the server under "
+                 "test. Numbers from different runs are not comparable.", "")
+        self.add("## Targets (issue 8)", "")
+        self.add("| target | sockherd | against | ratio | result |", "|---|---|---|---:|---|")
+        for t in self.targets:
+            self.add("| " + " | ".join(t) + " |")
+        self.add("")
+        misses = [t for t in self.targets if t[4] == "**MISS**"]
+        notrun = [t for t in self.targets if t[4] == "NOT RUN"]
+        self.add(f"{sum(1 for t in self.targets if t[4] == '**PASS**')} passed, {len(misses)} missed, "
+                 f"{len(notrun)} not run. A ratio is sockherd's number over the reference's (for p99 and memory: "
+                 "below 1 is better). Where a target is missed the ratio says by how much; the suite does not "
+                 "profile — what is in the way needs `perf stat -e task-clock,context-switches` / "
+                 "`valgrind --tool=callgrind` on the server under the same load generator command "
+                 "(below).", "")
+        self.add("## Systems", "")
+        self.add(f"- **sockherd** {m['SOCKHERD']}, {m['WORKERS']} workers, listener mode `{self.main.split('-', 1)[1]}` "
+                 f"({MODE_NOTE.get(self.main.split('-', 1)[1], '')}) for echo, fan-out and idle; every mode in "
+                 f"`BENCH_MODES` ({m['MODES']}) for the connect rate. Config (PORT a free loopback port):", "")
+        conf = os.path.join(self.tmp, f"{self.main}.toml.txt")
+        if os.path.exists(conf):
+            self.add("```toml", open(conf).read().rstrip(), "```", "")
+        self.add("- **seed**: `bench/peers/seed/start.sh PORT RUNDIR` with `SEED_SEND_QUEUE_LIMIT=16777216`: nginx "
+                 "(2 worker processes, round robin) → 4 Node.js `ws` processes, every message through redis-server "
+                 "pub/sub (`bench/peers/seed/README.md`).",
+                 "- **cluster**: `node bench/peers/cluster/app.js PORT 4` with `CLUSTER_SEND_QUEUE_LIMIT=16777216`: "
+                 "Node's `cluster` module, the primary accepts and hands connections to 4 `ws` workers round robin; "
+                 "broadcast through the primary's IPC channels (`bench/peers/cluster/README.md`).",
+                 "- **bun**: `bench/peers/bun/node_modules/.bin/bun bench/peers/bun/server.js PORT` with "
+                 "`BUN_PEER_SEND_QUEUE_LIMIT=16777216`: `Bun.serve` with its built-in pub/sub (`ws.subscribe`, "
+                 "`server.publish`), one process (`bench/peers/bun/README.md`).",
+                 "- Every system: no permessage-deflate, 1 MiB maximum message, 16 MiB per-connection send queue "
+                 "(over it: the connection is closed), `/echo` and `/ws/<channel>` as in sockherd's default config.", "")
+        for s, why in sorted(self.refused.items()):
+            self.add(f"- {name_of(s)} did not start in this run: `{why.splitlines()[-1] if why else '?'}`")
+        if self.refused:
+            self.add("")
+        self.o.extend(body)
+        self.commands()
+        self.machine()
+        self.add("## Earlier results", "",
+                 "Reports of the single-purpose scripts, each written by its own script (their own runs, not "
+                 "comparable with the numbers above):", "",
+                 "- [results/run.md](results/run.md): hand-off connections and echo by worker count (`sh bench/run.sh`)",
+                 "- [results/fanout.md](results/fanout.md): fan-out against the seed topology, issue 3 (`bash bench/fanout.sh`)",
+                 "- [results/reload.md](results/reload.md): reload under load against nginx and PM2, issue 5 (`bash bench/reload.sh`)",
+                 "- [results/crash.md](results/crash.md): crash under load (`RELOAD_ACTION=crash bash bench/reload.sh`)",
+                 "- [results/redis_fanout.md](results/redis_fanout.md): fan-out across nodes through Redis, issue 9 "
+                 "(`bash bench/redis_fanout.sh`)", "")
+        with open(path + ".tmp", "w") as f:
+            f.write("\n".join(self.o).rstrip("\n") + "\n")
+        os.replace(path + ".tmp", path)
+
+    def commands(self):
+        m = self.meta
+        self.add("## Commands", "")
+        self.add(f"The suite: `{m['COMMAND']}`. Binaries: `{m['SOCKHERD_BIN']}`, `{m['LOADGEN_BIN']}`. Each load "
+                 "generator command below ran once per system (PORT = that system's port), the systems in turn:", "")
+        seen = []
+        path = os.path.join(self.tmp, "commands")
+        for line in open(path) if os.path.exists(path) else []:
+            phase, key, system, cmd = line.rstrip("\n").split(" ", 3)
+            if (phase, cmd) not in seen:
+                seen.append((phase, cmd))
+        self.add("```sh")
+        for phase, cmd in seen:
+            self.add(cmd)
+        for action in ("reload", "crash"):
+            meta = os.path.join(self.tmp, action, "meta")
+            if os.path.exists(meta):
+                mm = dict(l.rstrip("\n").split("=", 1) for l in open(meta) if "=" in l)
+                self.add(f"# {action}: {mm['COMMAND']} runs, per target:", mm["LOADGEN"].replace("build-bench/bench/", ""))
+                for k, v in mm.items():
+                    if k.startswith("RELOAD_") and k != "RELOAD_ACTION":
+                        self.add(f"{v}   # {k[len('RELOAD_'):]}")
+        self.add("```", "")
+        self.add("idle: READY_FILE is written by the load generator when its window opens; the script samples "
+                 "`VmRSS` in `/proc/<pid>/status` of every process of the system every second from then on.", "")
+
+    def machine(self):
+        m = self.meta
+        self.add("## Machine and versions", "")
+        self.add(f"- Machine: {m['NPROC']} CPUs ({m['CPU_MODEL']}), {m['MEMORY']} RAM, {m['KERNEL']}; open files "
+                 f"per process {m['NOFILE']}. Shared with other jobs (builds, tests): load average "
+                 f"{m['LOADAVG_START']} at the start, {m['LOADAVG_END']} at the end. The \"rest of the machine\" "
+                 "columns say how much CPU they took during each run.",
+                 f"- sockherd: `{m['SOCKHERD']}`, commit {m['SOCKHERD_COMMIT']} of `{m['SOCKHERD_SRC']}` "
+                 f"(uncommitted changes in the tree are not detected), {m['SOCKHERD_BUILD']} build; compiler: {m['CXX']}.",
+                 f"- Node.js {m['NODE']}, ws {m['WS']}; Bun {m['BUN']}; nginx {m['NGINX']}; redis-server {m['REDIS']}; "
+                 f"PM2 {m['PM2']}.",
+                 f"- Windows: {m['DURATION']} s (connect, echo, fan-out), idle hold {m['IDLE_HOLD']} s, reload/crash "
+                 f"{m['RELOAD_DURATION']} s per target.", "")
+
+
+def main():
+    tmp, path = sys.argv[1], sys.argv[2]
+    Report(tmp).write(path)
+
+
+if __name__ == "__main__":
+    main()
