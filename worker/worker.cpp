@@ -76,7 +76,7 @@ int run_worker(int channel_fd, unsigned slot) {
 worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
     : ioc_(ioc), slot_(slot), pid_(::getpid()),
       channel_(std::make_shared<ipc::channel>(ioc, std::move(channel_fd))), signals_(ioc, SIGTERM),
-      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()) {
+      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()), load_timer_(ioc) {
     // Beyond this many connections, a hand-off could arrive with no descriptor left to receive
     // it (recvmsg truncates SCM_RIGHTS and the connection is lost unanswered): keep a reserve for
     // the channel, log files, static files and the descriptors in flight.
@@ -460,13 +460,19 @@ void worker::remove(connection& c, bool websocket) {
         maybe_finish_drain();
 }
 
-// Coalesced: at most one load message per event-loop turn, however many sessions changed.
+// Coalesced: at most one load message per load_report_interval, however many sessions changed
+// (at a high connection rate, one per event-loop turn kept the supervisor busy decoding them).
+// Least-conn stays exact meanwhile: the supervisor counts its hand-offs not yet acknowledged.
 void worker::report_load() {
     if (load_report_posted_)
         return;
     load_report_posted_ = true;
-    net::post(ioc_, [this] {
+    load_timer_.expires_at(std::max(std::chrono::steady_clock::now(), last_load_report_ + load_report_interval));
+    load_timer_.async_wait([this](error_code ec) {
         load_report_posted_ = false;
+        if (ec)
+            return;
+        last_load_report_ = std::chrono::steady_clock::now();
         channel_->send(ipc::load_msg{static_cast<std::uint32_t>(connections_.size()), handoffs_received_});
     });
 }
@@ -634,6 +640,7 @@ void worker::exit_now(int code) {
     signals_.cancel();
     drain_timer_.cancel();
     heartbeat_timer_.cancel();
+    load_timer_.cancel();
     if (test_signals_)
         test_signals_->cancel();
     ioc_.stop();

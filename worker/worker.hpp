@@ -181,6 +181,9 @@ private:
     bool acceptor_paused_ = false; // at the connection limit: resumes in remove()
     std::uint64_t accept_errors_ = 0;
     bool load_report_posted_ = false;
+    static constexpr std::chrono::milliseconds load_report_interval{5};
+    net::steady_timer load_timer_;
+    std::chrono::steady_clock::time_point last_load_report_{};
     bool draining_ = false;
     bool node_stopping_ = false;
     connection::clock::time_point drain_deadline_{};
