@@ -385,6 +385,9 @@ std::vector<listener_config> read_listeners(const toml::array& tables) {
     }
     if (listeners.empty())
         reject(tables.source(), "at least one [[listener]] is required");
+    if (listeners.size() > max_listeners)
+        reject(tables.source(), "at most " + std::to_string(max_listeners) + " [[listener]] tables, got " +
+                                    std::to_string(listeners.size()));
     return listeners;
 }
 

@@ -46,6 +46,9 @@ struct tls_files {
 
 struct tls_material; // common/tls.hpp
 
+// [[listener]] tables one config may have (a worker's `listen` message carries at most this many).
+inline constexpr std::size_t max_listeners = 64;
+
 struct listener_config {
     std::string address;                   // as written, e.g. "0.0.0.0:8080", "[::]:80"
     boost::asio::ip::tcp::endpoint endpoint; // parsed from address

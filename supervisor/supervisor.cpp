@@ -924,6 +924,11 @@ void supervisor::finish_reload(bool ok, const std::string& message) {
 void supervisor::scale_to(unsigned workers) {
     const auto before = static_cast<unsigned>(slots_.size());
     if (workers > before) {
+        // reuseport: a socket for each new slot first (a reload bound them already; `sockherd
+        // workers N` binds them here). One that cannot bind leaves its slot on hand-offs only.
+        for (auto& l : listeners_)
+            if (auto err = l->ensure_slots(workers))
+                spdlog::error("{}; the new slots take connections from the other sockets only", *err);
         for (unsigned i = before; i < workers; ++i)
             slots_.push_back(std::make_unique<worker_slot>(ioc_, i, config_));
         for (unsigned i = before; i < workers; ++i)
@@ -942,6 +947,7 @@ void supervisor::scale_to(unsigned workers) {
         }
     }
     config_.server.workers = workers;
+    update_reuseport_cover();
     spdlog::info("workers: {} -> {}", before, workers);
     maybe_announce_ready();
     report_to_systemd();

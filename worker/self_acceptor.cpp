@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -32,6 +34,8 @@ ino_t inode_of(int fd) {
 // it runs; the mutex guards the flags the two sides hand over.
 struct self_acceptor::state {
     std::shared_ptr<batch_handler> on_batch; // shared by every state of one acceptor
+    std::shared_ptr<failure_handler> on_failure;
+    std::atomic<std::size_t> room{0};
     std::vector<socket> sockets;
     unique_fd epoll;
     unique_fd wake; // an eventfd: stop() writes it to end an epoll_wait
@@ -40,24 +44,20 @@ struct self_acceptor::state {
     std::mutex mutex;
     std::condition_variable cv;
     bool stopping = false;
-    bool taken = false;  // the loop has taken the last batch
-    bool paused = false; // ... and asked for no more until resume()
+    bool taken = false; // the loop has taken the last batch
 };
 
-self_acceptor::self_acceptor(net::io_context& ioc, batch_handler on_batch)
+self_acceptor::self_acceptor(net::io_context& ioc, batch_handler on_batch, failure_handler on_failure)
     : ioc_(ioc), state_(std::make_shared<state>()) {
     state_->on_batch = std::make_shared<batch_handler>(std::move(on_batch));
+    state_->on_failure = std::make_shared<failure_handler>(std::move(on_failure));
 }
 
 self_acceptor::~self_acceptor() {
     stop();
     // Batches still queued on the io_context close their connections instead of serving them.
     *state_->on_batch = nullptr;
-}
-
-bool self_acceptor::paused() const {
-    std::lock_guard lock(state_->mutex);
-    return state_->paused;
+    *state_->on_failure = nullptr;
 }
 
 std::size_t self_acceptor::socket_count() const { return identity_.size(); }
@@ -75,6 +75,8 @@ void self_acceptor::set_sockets(std::vector<socket> sockets) {
         return;
     auto next = std::make_shared<state>();
     next->on_batch = state_->on_batch;
+    next->on_failure = state_->on_failure;
+    next->room = room_;
     next->sockets = std::move(sockets);
     state_ = std::move(next);
     start();
@@ -105,34 +107,52 @@ void self_acceptor::start() {
     sigset_t all, previous;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_BLOCK, &all, &previous);
+    struct restore_mask {
+        sigset_t* mask;
+        ~restore_mask() { ::pthread_sigmask(SIG_SETMASK, mask, nullptr); }
+    } restore{&previous};
     thread_ = std::thread([st = state_, &ioc = ioc_] {
         auto& s = *st;
         std::vector<epoll_event> events(s.sockets.size() + 1);
         bool backing_off = false;
         for (;;) {
+            {
+                // No room: not even waiting on the sockets, so the kernel wakes another worker.
+                std::unique_lock lock(s.mutex);
+                s.cv.wait(lock, [&] { return s.stopping || s.room.load(std::memory_order_relaxed) > 0; });
+                if (s.stopping)
+                    return;
+            }
             const int n = ::epoll_wait(s.epoll.get(), events.data(), static_cast<int>(events.size()), -1);
             backing_off = false;
-            if (n < 0 && errno != EINTR)
+            if (n < 0 && errno != EINTR) {
+                const int e = errno;
+                net::post(ioc, [st, e] {
+                    if (*st->on_failure)
+                        (*st->on_failure)(std::string("epoll_wait: ") + std::strerror(e));
+                });
                 return;
+            }
             {
                 std::lock_guard lock(s.mutex);
                 if (s.stopping)
                     return;
             }
+            const std::size_t limit = std::min(batch_limit, s.room.load(std::memory_order_relaxed));
             std::vector<accepted> batch;
-            for (int i = 0; i < n && batch.size() < batch_limit; ++i) {
+            for (int i = 0; i < n && batch.size() < limit; ++i) {
                 const auto index = events[i].data.u32;
                 if (index >= s.sockets.size())
                     continue; // the wake-up; stopping is checked above
                 const auto& sock = s.sockets[index];
-                while (batch.size() < batch_limit) {
+                while (batch.size() < limit) {
                     sockaddr_storage ss{};
                     socklen_t len = sizeof(ss);
                     const int fd = ::accept4(sock.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len,
                                              SOCK_NONBLOCK | SOCK_CLOEXEC);
                     if (fd >= 0) {
                         if (batch.empty())
-                            batch.reserve(batch_limit);
+                            batch.reserve(limit);
                         batch.push_back({sock.listener_id, unique_fd(fd), endpoint_from(ss)});
                         continue;
                     }
@@ -148,20 +168,23 @@ void self_acceptor::start() {
             }
             if (batch.empty() && s.errors.load(std::memory_order_relaxed) == 0)
                 continue;
+            // What this batch takes is not room any more, until the worker says how much is left.
+            for (auto left = s.room.load(std::memory_order_relaxed);
+                 !s.room.compare_exchange_weak(left, left > batch.size() ? left - batch.size() : 0,
+                                               std::memory_order_relaxed);) {
+            }
             net::post(ioc, [st, batch = std::move(batch)]() mutable {
                 const auto errors = st->errors.exchange(0, std::memory_order_relaxed);
-                bool more = true;
                 if (*st->on_batch)
-                    more = (*st->on_batch)(std::move(batch), errors);
+                    (*st->on_batch)(std::move(batch), errors);
                 {
                     std::lock_guard lock(st->mutex);
                     st->taken = true;
-                    st->paused = !more;
                 }
                 st->cv.notify_one();
             });
             std::unique_lock lock(s.mutex);
-            s.cv.wait(lock, [&] { return s.stopping || (s.taken && !s.paused); });
+            s.cv.wait(lock, [&] { return s.stopping || s.taken; });
             s.taken = false;
             // Out of descriptors: the socket stays readable, so epoll_wait would not wait at all.
             if (backing_off)
@@ -170,18 +193,17 @@ void self_acceptor::start() {
                 return;
         }
     });
-    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
-void self_acceptor::resume() {
+void self_acceptor::set_room(std::size_t room) {
+    room_ = room;
+    if (!thread_.joinable())
+        return;
     auto& s = *state_;
-    {
-        std::lock_guard lock(s.mutex);
-        if (!s.paused)
-            return;
-        s.paused = false;
+    if (s.room.exchange(room, std::memory_order_relaxed) == 0 && room > 0) {
+        std::lock_guard lock(s.mutex); // the thread checks room under it before it waits
+        s.cv.notify_one();
     }
-    s.cv.notify_one();
 }
 
 void self_acceptor::stop() {

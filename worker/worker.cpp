@@ -85,8 +85,13 @@ worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
     const rlim_t cur = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 ? nofile.rlim_cur : 1024;
     fd_connection_limit_ = static_cast<std::size_t>(cur > 2 * reserve ? cur - reserve : cur / 2);
     acceptor_ = std::make_unique<self_acceptor>(
-        ioc_, [this](std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors) {
-            return on_self_accepted(std::move(batch), errors);
+        ioc_,
+        [this](std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors) {
+            on_self_accepted(std::move(batch), errors);
+        },
+        [this](const std::string& what) {
+            spdlog::critical("accepting on the listening sockets failed: {}; exiting", what);
+            exit_now(1);
         });
 }
 
@@ -207,6 +212,7 @@ void worker::apply_config(ipc::config_msg&& m) {
     generation_ = m.generation;
     if (previous)
         close_sessions_of_removed_routes(*previous);
+    update_accept_room(); // a reload may have changed max_connections_per_worker
     channel_->send(ipc::ready_msg{generation_, static_cast<std::uint32_t>(pid_)});
     spdlog::debug("generation {} applied", generation_);
     send_heartbeat();
@@ -367,14 +373,14 @@ void worker::apply_listen(ipc::listen_msg&& m) {
         exit_now(1);
         return;
     }
-    acceptor_paused_ = acceptor_->paused(); // the same sockets as before: still paused if it was
+    update_accept_room();
     if (acceptor_->socket_count() != before || before > 0)
         spdlog::debug("accepting on {} listening socket(s) of our own", acceptor_->socket_count());
 }
 
 // A batch the acceptor thread took from the kernel: every connection is served (a draining
-// worker's in-flight ones too, as with hand-offs). False pauses the thread: the worker is full.
-bool worker::on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors) {
+// worker's in-flight ones too, as with hand-offs).
+void worker::on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors) {
     if (errors > 0) {
         if (std::bit_width(accept_errors_ + errors) > std::bit_width(accept_errors_)) // 1, 2, 4, 8, ...
             spdlog::warn("accept failed {} time(s) (out of descriptors or memory); backing off ({} so far)", errors,
@@ -383,9 +389,16 @@ bool worker::on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std:
     }
     for (auto& a : batch)
         serve(a.listener_id, std::move(a.fd), a.peer);
-    const bool room = connections_.size() < connection_limit();
-    acceptor_paused_ = !room;
-    return room;
+    update_accept_room();
+}
+
+// shared/reuseport: how many more connections the acceptor may take (0 at the limit: it stops
+// waiting on the sockets until a connection closes or a reload raises the limit).
+void worker::update_accept_room() {
+    if (!acceptor_)
+        return;
+    const auto limit = connection_limit();
+    acceptor_->set_room(limit > connections_.size() ? limit - connections_.size() : 0);
 }
 
 ip_claim& ip_claim::operator=(ip_claim&& other) noexcept {
@@ -442,6 +455,7 @@ void worker::release_ip(const net::ip::address& a) {
 
 void worker::add(connection& c, bool websocket) {
     connections_.insert(&c);
+    update_accept_room();
     if (websocket)
         ++websockets_;
     report_load();
@@ -451,10 +465,7 @@ void worker::remove(connection& c, bool websocket) {
     connections_.erase(&c);
     if (websocket)
         --websockets_;
-    if (acceptor_paused_ && acceptor_ && connections_.size() < connection_limit()) {
-        acceptor_paused_ = false;
-        acceptor_->resume();
-    }
+    update_accept_room();
     report_load();
     if (draining_)
         maybe_finish_drain();
@@ -626,6 +637,11 @@ void worker::maybe_finish_drain() {
     // Defer: the last session may still be unwinding its own handler.
     drained_sent_ = true;
     net::post(ioc_, [this] {
+        if (!connections_.empty()) {
+            // A batch the acceptor took before the drain was served after all: wait for it.
+            drained_sent_ = false;
+            return;
+        }
         spdlog::info("drained; exiting");
         channel_->send(ipc::drained_msg{});
         exit_now(0);

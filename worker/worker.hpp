@@ -122,7 +122,8 @@ private:
     void accept_handoff(ipc::handoff_msg&& m);
     // listener modes shared and reuseport: the sockets this worker accepts on itself.
     void apply_listen(ipc::listen_msg&& m);
-    bool on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors);
+    void on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std::uint64_t errors);
+    void update_accept_room();
     // Starts serving one accepted connection from listener `listener_id`.
     void serve(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer);
     void begin_drain(std::chrono::milliseconds timeout, bool node_stopping);
@@ -178,7 +179,6 @@ private:
     std::size_t websockets_ = 0;
     std::uint64_t handoffs_received_ = 0;
     std::unique_ptr<self_acceptor> acceptor_;
-    bool acceptor_paused_ = false; // at the connection limit: resumes in remove()
     std::uint64_t accept_errors_ = 0;
     bool load_report_posted_ = false;
     static constexpr std::chrono::milliseconds load_report_interval{5};

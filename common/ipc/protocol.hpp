@@ -48,7 +48,8 @@ inline constexpr std::size_t header_size = 8;
 inline constexpr std::uint32_t max_payload = 64 * 1024 * 1024 + 4096;
 // Connections one handoff may carry (SCM_MAX_FD is 253; the receive buffer is sized for this).
 inline constexpr std::size_t max_handoff_batch = 64;
-// Listening sockets one listen message may carry (one per listener of the config at most).
+// Listening sockets one listen message may carry (one per listener of the config at most:
+// config.hpp's max_listeners).
 inline constexpr std::size_t max_listen_sockets = 64;
 
 enum class message_type : std::uint16_t {

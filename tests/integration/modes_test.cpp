@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -168,6 +169,28 @@ TEST_P(modes, serve_survive_a_crash_scale_by_reload_and_stop) {
     EXPECT_EQ(probe2.refused().count(), 0u) << probe2.summary();
     EXPECT_EQ(probe2.failed().count(), 0u) << probe2.summary();
 
+    // 3b. `sockherd workers 3` (no reload): the new slot serves too (reuseport: on a socket of
+    //     its own), and every worker takes part.
+    const auto w3 = run_command({binary_path(), "workers", "3", "--socket", cfg.control_socket}, 20s);
+    ASSERT_EQ(w3.exit_code, 0) << describe(w3);
+    ASSERT_TRUE(wait_until([&] { return up_pids(status()).size() == 3; }, 20s)) << status().dump();
+    std::set<unsigned> served_by;
+    for (int i = 0; i < 90 && served_by.size() < 3; ++i) {
+        const auto h = parse_health(http_get(n.port(), "/healthz").body);
+        ASSERT_TRUE(h);
+        served_by.insert(h->worker);
+    }
+    if (mode != "shared") {
+        EXPECT_EQ(served_by.size(), 3u) << "90 connections after `workers 3` never reached every worker";
+    }
+    const auto w2 = run_command({binary_path(), "workers", "2", "--socket", cfg.control_socket}, 20s);
+    ASSERT_EQ(w2.exit_code, 0) << describe(w2);
+    ASSERT_TRUE(wait_until([&] { return status().at("workers").size() == 2; }, 20s)) << status().dump();
+    for (int i = 0; i < 20; ++i) {
+        const auto r = http_get(n.port(), "/healthz");
+        ASSERT_TRUE(r.ok() && r.status == 200) << describe(r);
+    }
+
     // 4. Changing the mode needs a restart: the reload is rejected, the node keeps serving.
     const auto other = mode == "shared" ? "reuseport" : "shared";
     cfg.mode = other;
@@ -216,6 +239,30 @@ TEST_P(modes, a_full_worker_pauses_accepting_and_resumes_when_a_connection_close
     t.join();
     EXPECT_EQ(third.status, 200u) << describe(third);
     EXPECT_EQ(b.echo("and here", true), "");
+
+    // Full again; a reload that raises the limit lets the waiting connection in.
+    ws_client c;
+    ASSERT_FALSE(c.connect(n.port(), "/echo"));
+    std::atomic<bool> fourth_done{false};
+    http_reply fourth;
+    std::thread t4([&] {
+        fourth = http_get(n.port(), "/healthz", {}, 15s);
+        fourth_done = true;
+    });
+    EXPECT_FALSE(wait_until([&] { return fourth_done.load(); }, 1000ms)) << describe(fourth);
+    std::string text;
+    {
+        std::ifstream in(n.config_path());
+        text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const auto at = text.find("max_connections_per_worker = 2");
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, std::string("max_connections_per_worker = 2").size(), "max_connections_per_worker = 3");
+    std::ofstream(n.config_path()) << text;
+    ASSERT_TRUE(n.signal(SIGHUP));
+    EXPECT_TRUE(wait_until([&] { return fourth_done.load(); }, 10s)) << "still waiting after the limit was raised";
+    t4.join();
+    EXPECT_EQ(fourth.status, 200u) << describe(fourth);
     n.assert_no_unexpected_errors();
 }
 
