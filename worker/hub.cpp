@@ -3,14 +3,40 @@
 #include <algorithm>
 #include <cassert>
 
+#include "common/ws_frame.hpp"
 #include "worker/json_ops.hpp"
 
 namespace sockherd::worker {
+namespace {
+
+std::shared_ptr<const std::string> make_frame(ws::opcode op, std::string_view payload) {
+    std::uint8_t head[ws::max_header_size];
+    const std::size_t n = ws::encode_header(head, op, payload.size());
+    auto frame = std::make_shared<std::string>();
+    frame->reserve(n + payload.size());
+    frame->append(reinterpret_cast<const char*>(head), n);
+    frame->append(payload);
+    return frame;
+}
+
+} // namespace
 
 const std::shared_ptr<const std::string>& broadcast::json_form() const {
     if (!json_)
         json_ = std::make_shared<const std::string>(json_ops::encode_delivery(*message_));
     return json_;
+}
+
+const std::shared_ptr<const std::string>& broadcast::frame(wire_format f) const {
+    if (f == wire_format::json) {
+        if (!json_frame_)
+            json_frame_ = make_frame(ws::opcode::text, *json_form());
+        return json_frame_;
+    }
+    if (!raw_frame_)
+        raw_frame_ = make_frame(message_->kind == payload_kind::binary ? ws::opcode::binary : ws::opcode::text,
+                                message_->payload);
+    return raw_frame_;
 }
 
 bool hub::subscribe(const std::string& channel, subscriber& s) {

@@ -16,17 +16,24 @@ namespace sockherd::worker {
 
 enum class wire_format { raw, json };
 
-// One publish as local subscribers receive it: the message, plus its JSON-protocol form,
-// built once on the first JSON subscriber and then shared.
+// One publish as local subscribers receive it: the message, plus its JSON-protocol form and the
+// whole WebSocket frame of each wire format, each built once on the first subscriber that needs it
+// and then shared. Server frames are never masked, so every subscriber of a format sends the same
+// bytes.
 class broadcast {
 public:
     explicit broadcast(shared_message m) : message_(std::move(m)) {}
     const shared_message& message() const { return message_; }
     const std::shared_ptr<const std::string>& json_form() const;
+    // The complete frame (header and payload) a subscriber speaking `f` sends: raw, a text or
+    // binary frame of the payload; json, a text frame of json_form().
+    const std::shared_ptr<const std::string>& frame(wire_format f) const;
 
 private:
     shared_message message_;
     mutable std::shared_ptr<const std::string> json_;
+    mutable std::shared_ptr<const std::string> raw_frame_;
+    mutable std::shared_ptr<const std::string> json_frame_;
 };
 
 // What the hub needs from a session.

@@ -13,6 +13,7 @@ flags="-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 "$cxx" $flags "$root/tests/fuzz/protocol_decode_fuzz.cpp" "$root/common/ipc/protocol.cpp" -o "$out/protocol_decode_fuzz"
 "$cxx" $flags "$root/tests/fuzz/json_ops_fuzz.cpp" "$root/worker/json_ops.cpp" -o "$out/json_ops_fuzz"
 "$cxx" $flags "$root/tests/fuzz/proxy_protocol_fuzz.cpp" "$root/common/proxy_protocol.cpp" -o "$out/proxy_protocol_fuzz"
+"$cxx" $flags "$root/tests/fuzz/ws_frame_fuzz.cpp" "$root/common/ws_frame.cpp" -o "$out/ws_frame_fuzz"
 # The config loader takes what it uses from an archive of the common sources (logging.cpp aside: it
 # needs spdlog), so the linker pulls only the objects config.cpp reaches, as from sockherd_common.
 # It starts from the embedded etc/default.toml, whose source is generated as the build does.
@@ -29,7 +30,7 @@ done
 "${AR:-ar}" rcs "$out/common/libcommon.a" "$out"/common/*.o
 "$cxx" $flags "$root/tests/fuzz/config_fuzz.cpp" "$out/common/libcommon.a" -lfmt -o "$out/config_fuzz"
 
-for target in protocol_decode json_ops proxy_protocol config; do
+for target in protocol_decode json_ops proxy_protocol config ws_frame; do
     work="$out/corpus-$target"
     rm -rf "$work" && mkdir -p "$work"
     cp "$root"/tests/fuzz/corpus/$target/* "$work"/ 2>/dev/null || true

@@ -167,7 +167,17 @@ TEST_P(modes, serve_survive_a_crash_scale_by_reload_and_stop) {
     }
     probe2.stop();
     EXPECT_EQ(probe2.refused().count(), 0u) << probe2.summary();
-    EXPECT_EQ(probe2.failed().count(), 0u) << probe2.summary();
+    // reuseport, scaling down: a removed slot's socket is closed after the supervisor took what
+    // waited in it; a connection the kernel queues on it in the microseconds between the last
+    // accept and the close is reset, unless net.ipv4.tcp_migrate_req = 1 (Linux 5.14+) moves it to
+    // the other sockets. Seen about once in twenty runs here.
+    const bool migrates = [] {
+        std::ifstream f("/proc/sys/net/ipv4/tcp_migrate_req");
+        int v = 0;
+        return (f >> v) && v == 1;
+    }();
+    const std::size_t allowed = mode == "reuseport" && !migrates ? 1 : 0;
+    EXPECT_LE(probe2.failed().count(), allowed) << probe2.summary();
 
     // 3b. `sockherd workers 3` (no reload): the new slot serves too (reuseport: on a socket of
     //     its own), and every worker takes part.
