@@ -126,7 +126,8 @@ std::size_t encode_close(std::uint8_t* out, std::uint16_t code, std::string_view
     const std::size_t head = encode_header(out, opcode::close, 2 + n);
     out[head] = static_cast<std::uint8_t>(code >> 8);
     out[head + 1] = static_cast<std::uint8_t>(code);
-    std::memcpy(out + head + 2, reason.data(), n);
+    if (n > 0) // an empty reason may have no storage at all (memcpy from null is undefined)
+        std::memcpy(out + head + 2, reason.data(), n);
     return head + 2 + n;
 }
 

@@ -733,6 +733,8 @@ void websocket_session<Stream>::flush_tls() {
             t.write_copy = std::make_unique_for_overwrite<std::uint8_t[]>(total);
             std::size_t at = 0;
             for (std::size_t i = 0; i < used; ++i) {
+                if (iov[i].iov_len == 0)
+                    continue; // an empty payload has no storage
                 std::memcpy(t.write_copy.get() + at, iov[i].iov_base, iov[i].iov_len);
                 at += iov[i].iov_len;
             }

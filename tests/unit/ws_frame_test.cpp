@@ -455,6 +455,18 @@ std::string gathered(const send_queue& q) {
     return out;
 }
 
+// A close without a reason (a default string_view has no storage): just the code. Under UBSan
+// this caught a memcpy from a null pointer that made every reasonless close end the worker.
+TEST(ws_frame, close_frame_without_a_reason_is_the_code_alone) {
+    std::uint8_t f[max_control_payload + 10];
+    const auto n = encode_close(f, 1000, std::string_view{});
+    ASSERT_EQ(n, 4u);
+    EXPECT_EQ(f[0], 0x88);
+    EXPECT_EQ(f[1], 2);
+    EXPECT_EQ(f[2], 0x03);
+    EXPECT_EQ(f[3], 0xE8);
+}
+
 TEST(ws_frame, send_queue_gathers_partial_writes_and_counts_finished_frames) {
     send_queue q;
     q.push(frame_of("one"));
