@@ -23,6 +23,14 @@ namespace {
 constexpr std::size_t batch_limit = 64;
 constexpr int backoff_ms = 100; // after accept4 ran out of descriptors or memory
 
+// condition_variable::wait(unique_lock&) is a GLIBCXX_3.4.30 symbol in GCC 12's libstdc++, newer
+// than RHEL 9's (3.4.29), where the .rpm must run; wait_for is inline (pthread_cond_clockwait).
+template <class Predicate>
+void wait_for_condition(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Predicate done) {
+    while (!done())
+        cv.wait_for(lock, std::chrono::seconds(60));
+}
+
 ino_t inode_of(int fd) {
     struct stat st{};
     return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
@@ -119,7 +127,7 @@ void self_acceptor::start() {
             {
                 // No room: not even waiting on the sockets, so the kernel wakes another worker.
                 std::unique_lock lock(s.mutex);
-                s.cv.wait(lock, [&] { return s.stopping || s.room.load(std::memory_order_relaxed) > 0; });
+                wait_for_condition(s.cv, lock, [&] { return s.stopping || s.room.load(std::memory_order_relaxed) > 0; });
                 if (s.stopping)
                     return;
             }
@@ -184,7 +192,7 @@ void self_acceptor::start() {
                 st->cv.notify_one();
             });
             std::unique_lock lock(s.mutex);
-            s.cv.wait(lock, [&] { return s.stopping || s.taken; });
+            wait_for_condition(s.cv, lock, [&] { return s.stopping || s.taken; });
             s.taken = false;
             // Out of descriptors: the socket stays readable, so epoll_wait would not wait at all.
             if (backing_off)
