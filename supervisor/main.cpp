@@ -1,6 +1,5 @@
 // sockherd's entry point: parses the command line and dispatches. Nothing else lives here.
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/config.hpp"
+#include "common/fd_limit.hpp"
 #include "common/logging.hpp"
 #include "common/tls.hpp"
 #include "supervisor/control.hpp"
@@ -23,16 +23,6 @@
 namespace {
 
 using namespace sockherd;
-
-// Each process may hold as many descriptors as the hard limit allows; connections are spread
-// over the workers, and each has its own limit.
-void raise_fd_limit() {
-    rlimit rl{};
-    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
 
 int run_supervisor(const std::string& config_path) {
     init_logging("supervisor");

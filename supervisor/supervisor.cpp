@@ -133,11 +133,7 @@ int supervisor::run() {
     notifier_.start_watchdog();
 
     for (auto& l : listeners_) {
-        l->start({
-            [this] { return has_room(); },
-            [this](std::uint16_t id, unique_fd fd, const tcp::endpoint& peer) { dispatch(id, std::move(fd), peer); },
-            [this] { flush_handoffs(); },
-        });
+        l->start(listener_handlers());
     }
     spdlog::info("sockherd {} starting {} worker(s), generation {}, config {}", SOCKHERD_VERSION,
                  slots_.size(), generation_, config_.source_name);
@@ -777,13 +773,7 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
             ++added;
             spdlog::info("reload: listening on {} ({})", listeners[i]->config().address,
                          to_string(listeners[i]->config().mode));
-            listeners[i]->start({
-                [this] { return has_room(); },
-                [this](std::uint16_t id, unique_fd fd, const tcp::endpoint& peer) {
-                    dispatch(id, std::move(fd), peer);
-                },
-                [this] { flush_handoffs(); },
-            });
+            listeners[i]->start(listener_handlers());
         }
     }
     for (std::size_t j = 0; j < listeners_.size(); ++j) {
@@ -791,13 +781,11 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
             // Accepts happen in whole batches that end with their hand-offs flushed, so closing
             // between handlers leaves no accepted connection behind.
             spdlog::info("reload: no longer listening on {}", listeners_[j]->config().address);
+            // Its accept loops keep themselves alive for their cancelled handlers, which no longer
+            // look at the listener: it can go now.
             listeners_[j]->close();
+            listeners_[j].reset();
             ++removed;
-            // Its cancelled wait and timer handlers are queued now and still refer to it: it goes
-            // after them (the queue is FIFO; two turns for good measure).
-            net::post(ioc_, [this, l = std::shared_ptr<listener>(std::move(listeners_[j]))]() mutable {
-                net::post(ioc_, [l = std::move(l)] {});
-            });
         }
     }
     listeners_ = std::move(listeners);
@@ -1116,6 +1104,14 @@ node_snapshot supervisor::snapshot() const {
     if (redis_)
         s.redis = redis_->stats();
     return s;
+}
+
+listener::handlers supervisor::listener_handlers() {
+    return {
+        [this] { return has_room(); },
+        [this](std::uint16_t id, unique_fd fd, const tcp::endpoint& peer) { dispatch(id, std::move(fd), peer); },
+        [this] { flush_handoffs(); },
+    };
 }
 
 bool supervisor::has_room() {

@@ -107,6 +107,8 @@ private:
     void health_tick();
     void report_to_systemd();
 
+    // What every listener's accept loops call: room, one connection, the end of a batch.
+    listener::handlers listener_handlers();
     bool has_room();
     void dispatch(std::uint16_t listener_id, unique_fd fd, const tcp::endpoint& peer);
     void flush_handoffs();

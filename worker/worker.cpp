@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/fd_limit.hpp"
 #include "common/logging.hpp"
 #include "common/tls.hpp"
 #include "worker/http_session.hpp"
@@ -61,12 +62,7 @@ int run_worker(int channel_fd, unsigned slot) {
     ::signal(SIGQUIT, SIG_IGN);
     ::signal(SIGHUP, SIG_IGN);
     ::signal(SIGPIPE, SIG_IGN);
-    // The supervisor raised its own soft limit before exec'ing us; a worker started by hand, or
-    // one whose limits were changed in between (prlimit), takes the hard limit itself.
-    if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-        nofile.rlim_cur = nofile.rlim_max;
-        ::setrlimit(RLIMIT_NOFILE, &nofile);
-    }
+    raise_fd_limit();
     maybe_crash_for_test(slot);
     net::io_context ioc(1);
     worker w(ioc, unique_fd(channel_fd), slot);
@@ -374,7 +370,7 @@ void worker::apply_listen(ipc::listen_msg&& m) {
         return;
     }
     update_accept_room();
-    if (acceptor_->socket_count() != before || before > 0)
+    if (acceptor_->socket_count() > 0 || before > 0)
         spdlog::debug("accepting on {} listening socket(s) of our own", acceptor_->socket_count());
 }
 
