@@ -11,6 +11,8 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,11 +34,12 @@ using kind = ws::frame_parser::event_kind;
 // The opening handshake's write and the closing handshake, each.
 constexpr std::chrono::seconds handshake_timeout{10};
 
-// Plain sessions read into one buffer per worker (each worker is single-threaded) once their
-// socket is readable, and handle everything in it before returning: only a message that is not
-// whole yet is copied out, into the session's own buffer, which is released once it is handled.
+// Plain sessions read into one buffer per worker (each worker is single-threaded) once the poller
+// says their socket is readable, and handle everything in it before returning: only a message
+// that is not whole yet is copied out, into the session's own buffer, which is released once it
+// is handled.
 constexpr std::size_t shared_read_size = 64 * 1024;
-constexpr int max_read_rounds = 4; // per wake-up; then other sessions get their turn
+constexpr int max_read_rounds = 4; // per pass; then other sessions get their turn
 
 // A TLS session reads into a buffer of its own: small while messages are small, larger while a
 // read fills it.
@@ -76,6 +79,14 @@ void run_flushes() {
             f.run(session.get());
     batch.clear();
 }
+
+} // namespace
+
+void flush_pending_writes() {
+    run_flushes();
+}
+
+namespace {
 
 void add_flush(const net::io_context::executor_type& ex, pending_flush f) {
     auto& list = flush_list();
@@ -151,41 +162,38 @@ auto websocket_session<Stream>::initial_stream(Stream& s) -> stream_type {
     if constexpr (with_tls)
         return std::move(s);
     else
-        return socket_type(context_of(s.get_executor()).get_executor()); // the socket moves in below
+        return unique_fd(); // the descriptor moves in below
 }
 
+// `s` is the stream as initialised (TLS: `original` moved into it), `original` the one given.
 template <class Stream>
-auto websocket_session<Stream>::executor_of(stream_type& s) -> executor_type {
+auto websocket_session<Stream>::executor_of(stream_type& s, Stream& original) -> executor_type {
     if constexpr (with_tls)
         return context_of(beast::get_lowest_layer(s).get_executor()).get_executor();
     else
-        return s.get_executor();
+        return context_of(original.get_executor()).get_executor();
 }
 
 template <class Stream>
 websocket_session<Stream>::websocket_session(worker& w, Stream stream, std::shared_ptr<net::ssl::context> tls,
                                              tcp::endpoint peer, ws_mode mode, std::string channel,
                                              std::string route_path, ip_claim claim)
-    : worker_(w), stream_(initial_stream(stream)), timer_(executor_of(stream_)), peer_(peer),
+    : worker_(w), stream_(initial_stream(stream)), timer_(executor_of(stream_, stream)), peer_(peer),
       route_path_(std::move(route_path)), channel_(std::move(channel)), ip_claim_(std::move(claim)), mode_(mode) {
     if constexpr (with_tls) {
         tls_.context = std::move(tls);
     } else {
-        // Off the beast stream (its timers and state are not needed here) onto a socket of the
-        // io_context's own executor type.
+        // Off the beast stream (its timers and state are not needed here) and out of Asio's
+        // reactor: the poller watches the descriptor once the handshake is answered.
         tcp::socket sock = stream.release_socket();
         error_code ec;
-        const auto protocol = sock.local_endpoint(ec).protocol();
+        const int fd = sock.release(ec);
         if (!ec) {
-            const auto fd = sock.release(ec);
-            if (!ec) {
-                stream_.assign(protocol, fd, ec);
-                if (ec)
-                    ::close(fd);
-            }
+            stream_.reset(fd);
+            int on = 1;
+            if (::ioctl(fd, FIONBIO, &on) != 0)
+                ec.assign(errno, boost::system::system_category());
         }
-        if (!ec)
-            stream_.non_blocking(true, ec);
         if (ec) {
             spdlog::debug("{}: WebSocket socket hand-over: {}", peer_.address().to_string(), ec.message());
             phase_ = phase::done;
@@ -195,6 +203,9 @@ websocket_session<Stream>::websocket_session(worker& w, Stream stream, std::shar
 
 template <class Stream>
 websocket_session<Stream>::~websocket_session() {
+    if constexpr (!with_tls)
+        if (watched_)
+            worker_.readiness().remove(stream_.get(), *this);
     if (mode_ == ws_mode::pubsub_raw && raw_subscribed_)
         worker_.unsubscribe(channel_, *this);
     for (const auto& c : subscriptions_)
@@ -339,38 +350,73 @@ void websocket_session<Stream>::do_read() {
                                     self->on_tls_read(ec, n);
                                 });
     } else {
-        // Waits for readability by peeking at one byte: tried at once (no epoll_ctl) when data
-        // is already there, as it is under load, and otherwise queued on the reactor's standing
-        // EPOLLIN registration. The bytes themselves are read in on_readable.
-        stream_.async_receive(net::buffer(&peek_, 1), socket_type::message_peek,
-                              [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_readable(ec); });
+        // From now on the poller calls on_ready when bytes arrive; what is there already is read
+        // at once.
+        if (!watch())
+            return;
+        read_pass();
     }
 }
 
+// Plain: registers the socket with the worker's poller (once) and holds the session alive while
+// it is registered. False (and the connection closed) if that fails.
 template <class Stream>
-void websocket_session<Stream>::on_readable(error_code ec) {
-    reading_ = false;
-    if (phase_ == phase::done)
-        return;
-    if (ec)
-        return on_read_error(ec);
+bool websocket_session<Stream>::watch() {
+    if constexpr (!with_tls) {
+        if (watched_)
+            return true;
+        error_code ec;
+        if (phase_ == phase::done || !worker_.readiness().add(stream_.get(), *this, ec)) {
+            if (ec)
+                spdlog::warn("{}: cannot watch the WebSocket's socket: {}", peer_.address().to_string(), ec.message());
+            close_socket();
+            return false;
+        }
+        watched_ = true;
+        self_ = this->shared_from_this();
+    }
+    return true;
+}
+
+template <class Stream>
+void websocket_session<Stream>::on_ready(std::uint32_t events) {
+    if constexpr (!with_tls) {
+        if (phase_ == phase::done)
+            return;
+        if (reading_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
+            read_pass();
+        if (phase_ != phase::done && writing_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) {
+            writing_ = false;
+            flush();
+        }
+    }
+}
+
+// Plain: reads until the socket is empty (a recv returns less than it asked for: bytes arriving
+// later are a new edge for the poller) or this pass's share is used (then another turn).
+template <class Stream>
+void websocket_session<Stream>::read_pass() {
     if constexpr (!with_tls) {
         std::uint8_t* buffer = shared_read_buffer();
         for (int round = 0; round < max_read_rounds; ++round) {
-            error_code rec;
-            const std::size_t n = stream_.read_some(net::buffer(buffer, shared_read_size), rec);
-            if (rec == net::error::would_block || rec == net::error::try_again)
-                break;
-            if (rec)
-                return on_read_error(rec);
-            on_bytes(buffer, n);
+            const ssize_t n = ::recv(stream_.get(), buffer, shared_read_size, 0);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return;
+                return on_read_error(error_code(errno, boost::system::system_category()));
+            }
+            if (n == 0)
+                return on_read_error(net::error::eof);
+            on_bytes(buffer, static_cast<std::size_t>(n));
             if (phase_ == phase::done)
                 return;
-            if (n < shared_read_size)
-                break; // drained; a wait that finds more is answered at once
+            if (static_cast<std::size_t>(n) < shared_read_size)
+                return;
         }
+        worker_.readiness().again(*this);
     }
-    do_read();
 }
 
 template <class Stream>
@@ -672,7 +718,7 @@ void websocket_session<Stream>::flush() {
 template <class Stream>
 void websocket_session<Stream>::flush_plain() {
     if constexpr (!with_tls) {
-        const int fd = stream_.native_handle();
+        const int fd = stream_.get();
         for (int round = 0; round < max_write_rounds && !queue_.empty(); ++round) {
             iovec iov[max_iov];
             const std::size_t k = queue_.gather(iov, max_iov);
@@ -765,18 +811,12 @@ void websocket_session<Stream>::on_tls_written(error_code ec) {
     }
 }
 
+// Plain: the kernel's buffer is full; the poller's EPOLLOUT edge (on_ready) resumes the flush.
 template <class Stream>
 void websocket_session<Stream>::wait_writable() {
     if constexpr (!with_tls) {
         writing_ = true;
-        stream_.async_wait(socket_type::wait_write, [self = this->shared_from_this()](error_code ec) {
-            self->writing_ = false;
-            if (self->phase_ == phase::done)
-                return;
-            if (ec)
-                return self->on_write_error(ec);
-            self->flush();
-        });
+        watch(); // a refusal's answer is written before reads start: the socket may not be watched yet
     }
 }
 
@@ -846,8 +886,7 @@ void websocket_session<Stream>::maybe_teardown() {
         stream_.async_shutdown([self = this->shared_from_this()](error_code) { self->close_socket(); });
     } else {
         torn_down_ = true;
-        error_code ignored;
-        stream_.shutdown(socket_type::shutdown_send, ignored);
+        ::shutdown(stream_.get(), SHUT_WR);
     }
 }
 
@@ -855,15 +894,23 @@ template <class Stream>
 void websocket_session<Stream>::close_socket() {
     phase_ = phase::done;
     timer_.cancel();
-    error_code ignored;
-    auto& sock = [this]() -> auto& {
-        if constexpr (with_tls)
-            return beast::get_lowest_layer(stream_).socket();
-        else
-            return stream_;
-    }();
-    sock.shutdown(tcp::socket::shutdown_both, ignored);
-    sock.close(ignored);
+    if constexpr (with_tls) {
+        error_code ignored;
+        auto& sock = beast::get_lowest_layer(stream_).socket();
+        sock.shutdown(tcp::socket::shutdown_both, ignored);
+        sock.close(ignored);
+    } else {
+        if (watched_) {
+            worker_.readiness().remove(stream_.get(), *this);
+            watched_ = false;
+        }
+        if (stream_) {
+            ::shutdown(stream_.get(), SHUT_RDWR);
+            stream_.reset();
+        }
+        if (self_) // not from inside this call: its callers still look at the session
+            net::post(timer_.get_executor(), [self = std::move(self_)] {});
+    }
 }
 
 template <class Stream>

@@ -3,9 +3,10 @@
 // Its route decides what a received message does: `echo` sends it back, a raw `pubsub` route
 // publishes it to the channel named in the path (the session is subscribed to that channel), a
 // JSON `pubsub` route reads subscribe/unsubscribe/publish ops. Frames are read and written by the
-// session itself (common/ws_frame) on its own stream: an idle plain connection owns no read buffer
-// (it waits for readability, then reads into one buffer the worker shares), and what is queued for
-// a socket during one event-loop turn leaves in one gather write. The send queue is bounded: a
+// session itself (common/ws_frame) on its own stream. A plain connection's socket is watched by
+// the worker's poller (worker/poller.hpp), not by Asio: when it is readable it is read into one
+// buffer the worker shares, so an idle connection owns no read buffer. What is queued for a socket
+// during one event-loop turn leaves in one gather write. The send queue is bounded: a
 // client that falls `send_queue_limit` bytes behind is disconnected with 1008 instead of growing
 // memory. Owned by shared_ptr captures of its own pending operations.
 
@@ -19,7 +20,9 @@
 #include "common/tls_stream.hpp"
 #include "common/ws_frame.hpp"
 #include "worker/connection.hpp"
+#include "common/unique_fd.hpp"
 #include "worker/hub.hpp"
+#include "worker/poller.hpp"
 #include "worker/response.hpp"
 #include "worker/worker.hpp"
 
@@ -27,11 +30,16 @@ namespace sockherd::worker {
 
 class worker;
 
+// Writes what the sessions of this worker queued since the last flush (each in one gather write).
+// Runs once per event-loop turn on its own; the poller calls it after each pass.
+void flush_pending_writes();
+
 enum class ws_mode : std::uint8_t { echo, pubsub_raw, pubsub_json };
 
 template <class Stream> // plain_stream or tls_stream (common/tls_stream.hpp)
 class websocket_session final : public connection,
                                 public subscriber,
+                                public poller::handler,
                                 public std::enable_shared_from_this<websocket_session<Stream>> {
 public:
     // `channel`: the channel of a raw pubsub session (already validated), else empty.
@@ -56,11 +64,15 @@ public:
     std::string_view route_path() const override { return route_path_; }
     void abort() override;
 
+    // poller::handler (plain sessions)
+    void on_ready(std::uint32_t events) override;
+
 private:
     static constexpr bool with_tls = is_tls<Stream>;
     using executor_type = net::io_context::executor_type;
     using socket_type = net::basic_stream_socket<tcp, executor_type>;
-    using stream_type = std::conditional_t<with_tls, tls_stream, socket_type>;
+    // A plain session owns its socket's descriptor outright (the poller watches it).
+    using stream_type = std::conditional_t<with_tls, tls_stream, unique_fd>;
     using timer_type = net::basic_waitable_timer<clock, net::wait_traits<clock>, executor_type>;
     using accept_key = std::array<char, 28>; // Sec-WebSocket-Accept
 
@@ -86,7 +98,7 @@ private:
     };
 
     static stream_type initial_stream(Stream& s);
-    static executor_type executor_of(stream_type& s);
+    static executor_type executor_of(stream_type& s, Stream& original);
 
     // The handshake.
     void do_accept(const accept_key& key);
@@ -94,7 +106,8 @@ private:
 
     // Reading.
     void do_read();
-    void on_readable(error_code ec);
+    bool watch();
+    void read_pass();
     void on_tls_read(error_code ec, std::size_t n);
     void on_read_error(error_code ec);
     bool should_read() const;
@@ -140,6 +153,9 @@ private:
     std::string message_; // a message that arrived in pieces, until it is whole (then given away)
     std::string control_; // a control frame's payload that arrived in pieces
     ip_claim ip_claim_;
+    // plain: the session's own reference while the poller watches its socket (it then has no
+    // pending Asio operation to keep it alive); released, in a posted handler, when it closes.
+    std::shared_ptr<websocket_session> self_;
     clock::time_point opened_at_{};
     clock::time_point last_heard_{};       // any message, ping or pong from the client
     clock::time_point next_ping_{};
@@ -147,13 +163,13 @@ private:
     clock::time_point close_requested_{}; // when the close frame was queued
 
     ws_mode mode_;
-    std::uint8_t peek_ = 0; // where a plain session's wait for readability peeks
     phase phase_ = phase::handshake;
     bool registered_ = false;
     bool raw_subscribed_ = false; // pubsub_raw: subscribed to channel_
     bool responded_ = false;     // the answer to the Upgrade request is queued: writing may start
     bool accepted_ = false;      // ... and it was 101
-    bool reading_ = false;       // a read (or a wait for readability) is pending
+    bool reading_ = false;       // a read is pending (TLS); reads are wanted (plain)
+    bool watched_ = false;       // plain: registered with the worker's poller
     bool writing_ = false;       // a write (or a wait for writability) is pending
     bool flush_queued_ = false;  // on the worker's list of sessions to flush this turn
     bool ping_due_ = false;      // a ping goes out before the next frame not yet started

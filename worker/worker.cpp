@@ -17,6 +17,7 @@
 #include "common/logging.hpp"
 #include "common/tls.hpp"
 #include "worker/http_session.hpp"
+#include "worker/websocket_session.hpp"
 
 namespace sockherd::worker {
 namespace {
@@ -72,7 +73,8 @@ int run_worker(int channel_fd, unsigned slot) {
 worker::worker(net::io_context& ioc, unique_fd channel_fd, unsigned slot)
     : ioc_(ioc), slot_(slot), pid_(::getpid()),
       channel_(std::make_shared<ipc::channel>(ioc, std::move(channel_fd))), signals_(ioc, SIGTERM),
-      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()), load_timer_(ioc) {
+      drain_timer_(ioc), heartbeat_timer_(ioc), started_at_(std::chrono::steady_clock::now()),
+      poller_(ioc, &flush_pending_writes), load_timer_(ioc) {
     // Beyond this many connections, a hand-off could arrive with no descriptor left to receive
     // it (recvmsg truncates SCM_RIGHTS and the connection is lost unanswered): keep a reserve for
     // the channel, log files, static files and the descriptors in flight.

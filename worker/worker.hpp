@@ -21,6 +21,7 @@
 #include "common/tls_stream.hpp"
 #include "worker/connection.hpp"
 #include "worker/hub.hpp"
+#include "worker/poller.hpp"
 #include "worker/router.hpp"
 #include "worker/self_acceptor.hpp"
 
@@ -96,6 +97,8 @@ public:
     // that address already holds max_connections_per_ip here. Trusted proxies are exempt.
     std::optional<ip_claim> claim_ip(const net::ip::address& client);
     std::size_t websocket_count() const { return websockets_; }
+    // Watches the sockets of plain WebSocket sessions (worker/poller.hpp).
+    poller& readiness() { return poller_; }
 
     // Pub/sub. subscribe/unsubscribe must not be called from inside subscriber::deliver().
     void subscribe(const std::string& channel, subscriber& s);
@@ -155,6 +158,7 @@ private:
     std::vector<std::unique_ptr<char[]>> test_ballast_; // memory the test hook holds on purpose
 
     hub hub_;
+    poller poller_;
     std::uint64_t interest_seq_sent_ = 0;
     std::uint64_t interest_seq_acked_ = 0;
     bool interest_flush_posted_ = false;
