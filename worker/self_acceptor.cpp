@@ -70,11 +70,20 @@ self_acceptor::~self_acceptor() {
 
 std::size_t self_acceptor::socket_count() const { return identity_.size(); }
 
+std::optional<std::uint16_t> self_acceptor::listener_of(ino_t inode) const {
+    for (const auto& [id, id_inode] : identity_)
+        if (id_inode == inode && inode != 0)
+            return id;
+    return std::nullopt;
+}
+
 void self_acceptor::set_sockets(std::vector<socket> sockets) {
     std::vector<std::pair<std::uint16_t, ino_t>> identity;
     identity.reserve(sockets.size());
-    for (const auto& s : sockets)
-        identity.emplace_back(s.listener_id, inode_of(s.fd.get()));
+    for (auto& s : sockets) {
+        s.inode = inode_of(s.fd.get());
+        identity.emplace_back(s.listener_id, s.inode);
+    }
     if (identity == identity_ && thread_.joinable())
         return; // the same sockets: the new descriptors close here
     stop();
@@ -161,7 +170,7 @@ void self_acceptor::start() {
                     if (fd >= 0) {
                         if (batch.empty())
                             batch.reserve(limit);
-                        batch.push_back({sock.listener_id, unique_fd(fd), endpoint_from(ss)});
+                        batch.push_back({sock.listener_id, unique_fd(fd), endpoint_from(ss), sock.inode});
                         continue;
                     }
                     const int e = errno;

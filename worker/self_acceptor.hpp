@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -31,10 +32,12 @@ public:
         std::uint16_t listener_id = 0;
         unique_fd fd;
         tcp::endpoint peer;
+        ino_t socket_inode = 0; // of the listening socket it came from (see listener_of)
     };
     struct socket {
         std::uint16_t listener_id = 0;
         unique_fd fd;
+        ino_t inode = 0; // filled in by set_sockets
     };
     // Runs on the io_context with each accepted batch. `errors`: accept4 failures (out of
     // descriptors or memory) since the last call.
@@ -57,6 +60,10 @@ public:
     // in the supervisor and the other workers). A batch already posted is still handled.
     void stop();
     std::size_t socket_count() const;
+    // The listener id the current sockets give the socket with inode `inode`; nullopt if it is
+    // not among them. A batch posted before a reload renumbered the listeners (one removed ahead
+    // of this one) carries the old id; this is the one the worker's new config uses.
+    std::optional<std::uint16_t> listener_of(ino_t inode) const;
 
 private:
     struct state;

@@ -385,8 +385,11 @@ void worker::on_self_accepted(std::vector<self_acceptor::accepted>&& batch, std:
                          accept_errors_ + errors);
         accept_errors_ += errors;
     }
-    for (auto& a : batch)
-        serve(a.listener_id, std::move(a.fd), a.peer);
+    for (auto& a : batch) {
+        // Accepted before a reload that renumbered the listeners: served under the new numbering.
+        const auto current = acceptor_ ? acceptor_->listener_of(a.socket_inode) : std::nullopt;
+        serve(current.value_or(a.listener_id), std::move(a.fd), a.peer);
+    }
     update_accept_room();
 }
 
