@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sockherd's benchmark suite (issue 8), one command, from the repository root:
 #
-#   bash bench/suite.sh                  # about 13 minutes on 2 shared cores, plus the build; writes bench/RESULTS.md
+#   bash bench/suite.sh                  # about 15 minutes on 2 shared cores, plus the build; writes bench/RESULTS.md
 #   BENCH_QUICK=1 bash bench/suite.sh    # smoke test, a few minutes; writes a report in $TMPDIR
 #
 # Builds build-bench/ (Release; SOCKHERD_BIN / SOCKHERD_LOADGEN use those binaries instead),
@@ -11,7 +11,9 @@
 #   connect  WebSocket handshakes/s (open + close), sockherd once per listener mode
 #            (BENCH_MODES), each peer once; CPU of sockherd's supervisor and workers around it
 #   echo     messages/s and round trip p50/p99, per message size and connection count
-#   fanout   one channel, N subscribers, one publisher, closed loop: deliveries/s, p99, lost
+#   fanout   one channel, N subscribers, one publisher, closed loop: deliveries/s, p99, lost; then,
+#            per N, the same at a fixed rate (open loop, BENCH_FANOUT_RATE_DELIVERIES deliveries/s
+#            offered to every system): p99 and lost at equal load
 #   idle     per system, freshly started: summed VmRSS of all its processes before and while N
 #            idle WebSocket sessions are held (sampled every second of the hold)
 #   reload   bench/reload.sh (SIGHUP / nginx -s reload / pm2 reload under load)
@@ -38,6 +40,8 @@
 #   BENCH_ECHO_INFLIGHT=1              echo: messages in flight per connection
 #   BENCH_FANOUT_SUBSCRIBERS="1000 10000"  fanout: subscriber counts
 #   BENCH_FANOUT_INFLIGHT=1            fanout: messages not yet back at the publisher
+#   BENCH_FANOUT_RATE_DELIVERIES=30000 fanout at a fixed rate: deliveries/s offered, the publisher
+#                                      paced at this / N msgs/s for N subscribers (0: no such runs)
 #   BENCH_IDLE_CONNECTIONS="10000 40000"   idle: sessions held
 #   BENCH_IDLE_HOLD=10                 idle: seconds RSS is sampled while the sessions are held
 #                                      (they are held 5 s longer)
@@ -71,6 +75,7 @@ ECHO_SIZES=${BENCH_ECHO_SIZES:-$q_echo_sizes}
 ECHO_INFLIGHT=${BENCH_ECHO_INFLIGHT:-1}
 FANOUT_SUBSCRIBERS=${BENCH_FANOUT_SUBSCRIBERS:-$q_subs}
 FANOUT_INFLIGHT=${BENCH_FANOUT_INFLIGHT:-1}
+FANOUT_RATE_DELIVERIES=${BENCH_FANOUT_RATE_DELIVERIES:-30000}
 IDLE_CONNECTIONS=${BENCH_IDLE_CONNECTIONS:-$q_idle}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-$q_hold}
 RELOAD_DURATION=${BENCH_RELOAD_DURATION:-$q_reload}
@@ -97,6 +102,7 @@ has "$SYSTEMS" sockherd || SYSTEMS="sockherd $SYSTEMS"
 for s in $SYSTEMS; do case $s in sockherd|seed|cluster|bun) ;; *) die "unknown system '$s' (sockherd seed cluster bun)" ;; esac; done
 for m in $MODES $MAIN_MODE; do case $m in handoff|shared|reuseport) ;; *) die "unknown listener mode '$m'" ;; esac; done
 for s in $SCENARIOS; do case $s in connect|echo|fanout|idle|reload|crash) ;; *) die "unknown scenario '$s'" ;; esac; done
+[[ $FANOUT_RATE_DELIVERIES =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] || die "BENCH_FANOUT_RATE_DELIVERIES must be a number of deliveries/s (0: none)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sockherd-suite.XXXXXX")
 mkdir -p "$TMP/raw" "$TMP/logs"
@@ -402,6 +408,19 @@ if has "$SCENARIOS" fanout; then
                 --grace "$FANOUT_GRACE" --procs "$PROCS" --sources "$SOURCES" --setup-timeout 120
             sleep 2 # let the server finish writing any backlog before the next run connects
         done
+        # The closed loop runs each system at its own maximum rate, so its p99s are taken at
+        # different loads; here every system gets the same offered load (paced publisher, open
+        # loop), well below the slowest one's closed-loop rate, so the p99s compare as latency.
+        awk -v d="$FANOUT_RATE_DELIVERIES" 'BEGIN { exit !(d > 0) }' || continue
+        rate=$(awk -v d="$FANOUT_RATE_DELIVERIES" -v n="$subs" 'BEGIN { printf "%.6g", d / n }')
+        for s in $MAIN $PEERS; do
+            is_up "$s" || continue
+            measure "$s" fanout_rate "fanout-rate-$s-n$subs" \
+                "{\"subscribers\":$subs,\"rate\":$rate,\"deliveries\":$FANOUT_RATE_DELIVERIES}" --scenario fanout \
+                --path "/ws/bench-$subs" --duration "$DURATION" --connections "$subs" --rate "$rate" --size "$FANOUT_SIZE" \
+                --grace "$FANOUT_GRACE" --procs "$PROCS" --sources "$SOURCES" --setup-timeout 120
+            sleep 2 # as above
+        done
     done
 fi
 
@@ -538,6 +557,7 @@ done
     echo "CONNECT_ROUNDS=$CONNECT_ROUNDS"
     echo "ECHO_INFLIGHT=$ECHO_INFLIGHT"
     echo "FANOUT_INFLIGHT=$FANOUT_INFLIGHT"
+    echo "FANOUT_RATE_DELIVERIES=$FANOUT_RATE_DELIVERIES"
     echo "IDLE_HOLD=$IDLE_HOLD"
     echo "RELOAD_DURATION=$RELOAD_DURATION"
     echo "SEND_QUEUE_LIMIT=$SEND_QUEUE_LIMIT"
