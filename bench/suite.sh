@@ -10,7 +10,10 @@
 # against each, the systems taking turns run by run:
 #   connect  WebSocket handshakes/s (open + close), sockherd once per listener mode
 #            (BENCH_MODES), each peer once; CPU of sockherd's supervisor and workers around it
-#   echo     messages/s and round trip p50/p99, per message size and connection count
+#   echo     messages/s and round trip p50/p99, per message size and connection count; with perf's
+#            software counters (task-clock, context switches, migrations, syscalls) of the system's
+#            processes over the middle of each window, when `perf stat` works here; sockherd also
+#            at the worker counts of BENCH_ECHO_WORKER_VARIANTS (echo only)
 #   fanout   one channel, N subscribers, one publisher, closed loop: deliveries/s, p99, lost; then,
 #            per N, the same at a fixed rate (open loop, BENCH_FANOUT_RATE_DELIVERIES deliveries/s
 #            offered to every system): p99 and lost at equal load
@@ -38,6 +41,8 @@
 #   BENCH_ECHO_CONNECTIONS="100 1000"  echo: connection counts
 #   BENCH_ECHO_SIZES="32 1024"         echo: message sizes (bytes)
 #   BENCH_ECHO_INFLIGHT=1              echo: messages in flight per connection
+#   BENCH_ECHO_WORKER_VARIANTS="2 1"   echo: sockherd also with these worker counts (main mode, else
+#                                      the same config), each its own system in the rotation ("": none)
 #   BENCH_FANOUT_SUBSCRIBERS="1000 10000"  fanout: subscriber counts
 #   BENCH_FANOUT_INFLIGHT=1            fanout: messages not yet back at the publisher
 #   BENCH_FANOUT_RATE_DELIVERIES=30000 fanout at a fixed rate: deliveries/s offered, the publisher
@@ -73,6 +78,7 @@ CONNECT_ROUNDS=${BENCH_CONNECT_ROUNDS:-$q_rounds}
 ECHO_CONNECTIONS=${BENCH_ECHO_CONNECTIONS:-$q_echo_conns}
 ECHO_SIZES=${BENCH_ECHO_SIZES:-$q_echo_sizes}
 ECHO_INFLIGHT=${BENCH_ECHO_INFLIGHT:-1}
+ECHO_WORKER_VARIANTS=${BENCH_ECHO_WORKER_VARIANTS-"2 1"} # set but empty: no variants
 FANOUT_SUBSCRIBERS=${BENCH_FANOUT_SUBSCRIBERS:-$q_subs}
 FANOUT_INFLIGHT=${BENCH_FANOUT_INFLIGHT:-1}
 FANOUT_RATE_DELIVERIES=${BENCH_FANOUT_RATE_DELIVERIES:-30000}
@@ -102,6 +108,8 @@ has "$SYSTEMS" sockherd || SYSTEMS="sockherd $SYSTEMS"
 for s in $SYSTEMS; do case $s in sockherd|seed|cluster|bun) ;; *) die "unknown system '$s' (sockherd seed cluster bun)" ;; esac; done
 for m in $MODES $MAIN_MODE; do case $m in handoff|shared|reuseport) ;; *) die "unknown listener mode '$m'" ;; esac; done
 for s in $SCENARIOS; do case $s in connect|echo|fanout|idle|reload|crash) ;; *) die "unknown scenario '$s'" ;; esac; done
+for w in $ECHO_WORKER_VARIANTS; do [[ $w =~ ^[1-9][0-9]*$ ]] || die "BENCH_ECHO_WORKER_VARIANTS: '$w' is not a worker count"; done
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "BENCH_WORKERS must be a worker count"
 [[ $FANOUT_RATE_DELIVERIES =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] || die "BENCH_FANOUT_RATE_DELIVERIES must be a number of deliveries/s (0: none)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sockherd-suite.XXXXXX")
@@ -114,6 +122,7 @@ SEED_RUN=""
 LG_PID="" # the running `timeout … sockherd-loadgen` or `timeout … bench/reload.sh`
 cleanup() {
     local n
+    if [ -n "${PERF_PID:-}" ] && kill -0 "$PERF_PID" 2>/dev/null; then stop_process "$PERF_PID" 20; fi
     # TERM to timeout(1) reaches the load generator (or reload.sh, whose own trap stops what it started).
     if [ -n "$LG_PID" ] && kill -0 "$LG_PID" 2>/dev/null; then stop_process "$LG_PID" 100; fi
     for n in "${!PID[@]}"; do
@@ -160,6 +169,32 @@ if has "$SYSTEMS" bun; then
 fi
 # The seed installs its own (apt nginx/redis, npm ci) in start.sh.
 
+# ---- perf's software counters (echo) -------------------------------------------------------
+# msgs/s alone does not say what is in the way when sockherd is slower than a peer; perf's
+# software counters over all of a system's processes do: CPU time, sleeps and wake-ups (context
+# switches) and syscalls per message. Checked once here; without a working perf the echo runs are
+# as they were and the report says why the counters are missing. raw_syscalls:sys_enter is a
+# tracepoint (tracefs, more privilege): without it the first three are still worth having.
+PERF_EVENTS="" PERF_WHY=""
+if ! command -v perf >/dev/null 2>&1; then
+    PERF_WHY="no perf on PATH"
+else
+    for ev in task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter task-clock,context-switches,cpu-migrations; do
+        if timeout 20 perf stat -x, -o /dev/null -e "$ev" -- true >>"$TMP/logs/perf-check.log" 2>&1; then
+            PERF_EVENTS=$ev
+            break
+        fi
+    done
+    [ -n "$PERF_EVENTS" ] ||
+        PERF_WHY="perf stat -e task-clock -- true failed: $(grep -v '^[[:space:]]*$' "$TMP/logs/perf-check.log" | tail -1)"
+fi
+if [ -n "$PERF_EVENTS" ]; then say "echo runs get perf stat -e $PERF_EVENTS"; else say "no perf counters: $PERF_WHY"; fi
+# The counters cover the window less PERF_MARGIN s at each end (1 s; a quarter of a short window),
+# so connection setup and the drain after the window are not in them.
+PERF_MARGIN=$(awk -v d="$DURATION" 'BEGIN { m = d / 4; if (m > 1) m = 1; print m }')
+PERF_MS=$(awk -v d="$DURATION" -v m="$PERF_MARGIN" 'BEGIN { printf "%d", (d - 2 * m) * 1000 }')
+PERF_PID=""
+
 # ---- systems -------------------------------------------------------------------------------
 TAKEN=" "
 take_port() { # prints a free port not handed out before in this run
@@ -175,9 +210,9 @@ take_port() { # prints a free port not handed out before in this run
 }
 
 # sockherd's config for the suite: $1 listener mode, $2 port, $3 admin port (the admin listener:
-# readiness, and per-worker counters around each run).
+# readiness, and per-worker counters around each run), $4 workers (default BENCH_WORKERS).
 sockherd_config() {
-    node_config_head "$WORKERS" "$2" "$3" "$1"
+    node_config_head "${4:-$WORKERS}" "$2" "$3" "$1"
     cat <<EOF
 
 [supervisor]
@@ -199,15 +234,26 @@ kind = "pubsub"
 EOF
 }
 
-# Starts system $1 (sockherd-<mode>, seed, cluster, bun) on a fresh port; sets PID[$1], PORT[$1].
-# False (with the reason in $TMP/logs/$1.refused) when it does not come up.
+# sockherd's systems are named sockherd-<mode> (BENCH_WORKERS workers) or sockherd-<mode>-w<W>
+# (the same with W workers: echo's worker count variants). Their listener mode and worker count:
+sockherd_mode() { local m=${1#sockherd-}; echo "${m%-w[0-9]*}"; }
+sockherd_workers() {
+    case $1 in
+        sockherd-*-w[0-9]*) echo "${1##*-w}" ;;
+        *) echo "$WORKERS" ;;
+    esac
+}
+
+# Starts system $1 (sockherd-<mode>[-w<W>], seed, cluster, bun) on a fresh port; sets PID[$1],
+# PORT[$1]. False (with the reason in $TMP/logs/$1.refused) when it does not come up.
 start_system() {
     local name=$1 port n want=4 log="$TMP/logs/$1.log"
     port=$(take_port)
     case $name in
         sockherd-*)
+            want=$(sockherd_workers "$name")
             ADMIN[$name]=$(take_port)
-            sockherd_config "${name#sockherd-}" "$port" "${ADMIN[$name]}" >"$TMP/$name.toml"
+            sockherd_config "$(sockherd_mode "$name")" "$port" "${ADMIN[$name]}" "$want" >"$TMP/$name.toml"
             "$SOCKHERD" run --config "$TMP/$name.toml" >"$log" 2>&1 &
             PID[$name]=$!
             PORT[$name]=$port
@@ -217,8 +263,8 @@ start_system() {
                 PID[$name]=""
                 return 1
             fi
-            if [ "$n" -lt "$WORKERS" ]; then
-                echo "only $n of $WORKERS workers up within 15 s" >"$TMP/logs/$name.refused"
+            if [ "$n" -lt "$want" ]; then
+                echo "only $n of $want workers up within 15 s" >"$TMP/logs/$name.refused"
                 stop_system "$name"
                 return 1
             fi
@@ -264,12 +310,13 @@ start_system() {
 # Waits (at most 15 s) until sockherd system $1 has all its workers up (its /status.json) and its
 # listener answers /healthz; prints the workers up. False when the process exited.
 wait_sockherd() {
-    local name=$1 up=0
+    local name=$1 up=0 want
+    want=$(sockherd_workers "$1")
     for _ in $(seq 1 150); do
         kill -0 "${PID[$name]}" 2>/dev/null || return 1
         up=$(curl -sf --max-time 1 "http://127.0.0.1:${ADMIN[$name]}/status.json" 2>/dev/null |
             python3 -c 'import json, sys; print(json.load(sys.stdin).get("workers_up", 0))' 2>/dev/null || echo 0)
-        if [ "$up" -ge "$WORKERS" ] && curl -sf --max-time 1 "http://127.0.0.1:${PORT[$name]}/healthz" >/dev/null 2>&1; then
+        if [ "$up" -ge "$want" ] && curl -sf --max-time 1 "http://127.0.0.1:${PORT[$name]}/healthz" >/dev/null 2>&1; then
             break
         fi
         sleep 0.1
@@ -308,25 +355,102 @@ system_pids() {
 
 is_up() { [ -n "${PID[$1]:-}" ]; }
 
+# Microseconds since the epoch, without a fork.
+now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
+
+# perf stat on the processes $3 (pids separated by spaces) of echo run $1 while the load generator
+# (LG_PID) runs: from PERF_MARGIN s after its window opened (it writes the ready file $2 then) for
+# PERF_MS ms, so the counters see the steady state only. Never past the window's end: still running
+# then, perf gets SIGINT (it writes what it counted), then SIGKILL. Writes one JSON object to
+# $TMP/raw/$1.perf.json: the counters, the seconds they cover, or why there are none.
+perf_window() {
+    local key=$1 ready=$2 pids=$3 start_us end_us wait_us t0 t1 prc=0 cut=0 n
+    local out="$TMP/raw/$key.perf.json"
+    if ! wait_file "$ready" 400 "$LG_PID"; then
+        echo '{"error":"the load generator never opened its window"}' >"$out"
+        return 0
+    fi
+    start_us=$(awk '{ printf "%.0f", $2 * 1e6 }' "$ready")
+    end_us=$(awk -v s="$start_us" -v d="$DURATION" 'BEGIN { printf "%.0f", s + d * 1e6 }')
+    wait_us=$((start_us + $(awk -v m="$PERF_MARGIN" 'BEGIN { printf "%.0f", m * 1e6 }') - $(now_us)))
+    [ "$wait_us" -le 0 ] || sleep "$(awk -v w="$wait_us" 'BEGIN { printf "%.3f", w / 1e6 }')"
+    if ! kill -0 "$LG_PID" 2>/dev/null; then
+        echo '{"error":"the load generator ended before the counters started"}' >"$out"
+        return 0
+    fi
+    t0=$(now_us)
+    perf stat -x, -o "$TMP/raw/$key.perf" -e "$PERF_EVENTS" -p "$(echo $pids | tr ' ' ,)" --timeout "$PERF_MS" \
+        >/dev/null 2>"$TMP/raw/$key.perf.err" &
+    PERF_PID=$!
+    while kill -0 "$PERF_PID" 2>/dev/null && [ "$(now_us)" -lt "$end_us" ]; do sleep 0.1; done
+    if kill -0 "$PERF_PID" 2>/dev/null; then
+        cut=1
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        for _ in $(seq 1 20); do kill -0 "$PERF_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PERF_PID" 2>/dev/null || true
+    fi
+    wait "$PERF_PID" || prc=$?
+    PERF_PID=""
+    t1=$(now_us)
+    n=$(echo $pids | wc -w)
+    # perf -x, lines: value,unit,event,… ("<not counted>": no process of the list ran; "<not
+    # supported>": no such counter). The counters cover PERF_MS unless perf was cut short.
+    python3 - "$TMP/raw/$key.perf" "$TMP/raw/$key.perf.err" "$PERF_MS" "$t0" "$t1" "$n" "$prc" "$cut" >"$out" <<'PY' ||
+import json, sys
+path, err, ms, t0, t1, npids, rc, cut = sys.argv[1:]
+events = {}
+try:
+    for line in open(path):
+        f = line.rstrip("\n").split(",")
+        if line.startswith("#") or len(f) < 3 or not f[2]:
+            continue
+        v = f[0]
+        events[f[2]] = 0 if v.startswith("<not counted") else None if v.startswith("<") else float(v)
+except OSError:
+    pass
+wall = (int(t1) - int(t0)) / 1e6
+if not events:
+    why = [l.strip() for l in open(err) if l.strip()] if err else []
+    print(json.dumps({"error": f"perf stat exited with status {rc}" + (": " + why[0] if why else "")}))  # then usage
+else:
+    print(json.dumps({"events": events, "seconds": round(wall, 3) if cut == "1" or rc != "0" else int(ms) / 1000,
+                      "wall_s": round(wall, 3), "pids": int(npids), "rc": int(rc), "cut": cut == "1"}))
+PY
+        echo '{"error":"could not read perf stat output"}' >"$out"
+}
+
 # The load generator against system $1: phase $2, key $3 (unique per run), cell $4 (a JSON object
 # for the report), then its arguments without --target. Appends one line to results.jsonl with
-# the result (or null) and the CPU time of the system's processes (and, for sockherd, of the
-# supervisor alone) over the run.
+# the result (or null), the CPU time of the system's processes (and, for sockherd, of the
+# supervisor alone) over the run and, for echo, perf's counters over the middle of the window
+# (perf_window; null without them).
 measure() {
-    local sys=$1 phase=$2 key=$3 cell=$4 pids sup t0 t1 c0 c1 s0=0 s1=0 m0 m1 out rc=0
+    local sys=$1 phase=$2 key=$3 cell=$4 pids sup t0 t1 c0 c1 s0=0 s1=0 m0 m1 out rc=0 ready="" perf=null
     shift 4
+    local args=("$@") shown="$*"
     pids=$(system_pids "$sys" | tr '\n' ' ')
     sup=""
     case $sys in sockherd-*) sup=${PID[$sys]} ;; esac
-    printf '%s %s %s sockherd-loadgen --target 127.0.0.1:PORT %s\n' "$phase" "$key" "$sys" "$*" >>"$TMP/commands"
+    if [ "$phase" = echo ] && [ -n "$PERF_EVENTS" ]; then
+        ready="$TMP/raw/$key.ready"
+        rm -f "$ready"
+        args+=(--ready-file "$ready")
+        shown="$shown --ready-file READY_FILE"
+    fi
+    printf '%s %s %s sockherd-loadgen --target 127.0.0.1:PORT %s\n' "$phase" "$key" "$sys" "$shown" >>"$TMP/commands"
     status_snapshot "$sys" "$TMP/raw/$key.status-before.json"
     c0=$(cpu_ticks $pids)
     [ -z "$sup" ] || s0=$(cpu_ticks "$sup")
     m0=$(machine_ticks)
     t0=$(date +%s.%N)
-    timeout $((${DURATION%.*} + 300)) "$LOADGEN" --target "127.0.0.1:${PORT[$sys]}" "$@" \
+    timeout $((${DURATION%.*} + 300)) "$LOADGEN" --target "127.0.0.1:${PORT[$sys]}" "${args[@]}" \
         >"$TMP/raw/$key.json" 2>>"$TMP/logs/loadgen.err" &
     LG_PID=$!
+    if [ -n "$ready" ]; then
+        perf_window "$key" "$ready" "$pids"
+        perf=$(cat "$TMP/raw/$key.perf.json" 2>/dev/null || true)
+        [ -n "$perf" ] || perf='{"error":"no perf result"}'
+    fi
     wait "$LG_PID" || rc=$?
     LG_PID=""
     t1=$(date +%s.%N)
@@ -343,15 +467,24 @@ measure() {
         tail -3 "$TMP/logs/loadgen.err" >&2 || true
         out=null
     fi
-    printf '{"phase":"%s","system":"%s","key":"%s","cell":%s,"result":%s,"cpu":{"hz":%s,"server_ticks":%s,"supervisor_ticks":%s,"wall_s":%s,"machine_busy_ticks":%s,"machine_total_ticks":%s,"ncpu":%s}}\n' \
-        "$phase" "$sys" "$key" "$cell" "$out" "$(getconf CLK_TCK)" "$((c1 - c0))" "$((s1 - s0))" \
+    printf '{"phase":"%s","system":"%s","key":"%s","cell":%s,"result":%s,"perf":%s,"cpu":{"hz":%s,"server_ticks":%s,"supervisor_ticks":%s,"wall_s":%s,"machine_busy_ticks":%s,"machine_total_ticks":%s,"ncpu":%s}}\n' \
+        "$phase" "$sys" "$key" "$cell" "$out" "$perf" "$(getconf CLK_TCK)" "$((c1 - c0))" "$((s1 - s0))" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" \
         "$(($(echo "$m1" | cut -d' ' -f1) - $(echo "$m0" | cut -d' ' -f1)))" \
         "$(($(echo "$m1" | cut -d' ' -f2) - $(echo "$m0" | cut -d' ' -f2)))" "$(nproc)" >>"$TMP/results.jsonl"
-    [ "$out" = null ] || say "$key: $(printf '%s' "$out" | python3 -c 'import json, sys
-r = json.load(sys.stdin)
-print("rate %.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d%s" % (r["rate"], r["p50_us"] / 1000, r["p99_us"] / 1000, r["errors"],
-      ", lost %d" % r["lost"] if "lost" in r else ""))' 2>/dev/null || echo '?')"
+    [ "$out" = null ] || say "$key: $(printf '%s\n%s' "$out" "$perf" | python3 -c 'import json, sys
+r, p = (json.loads(l) for l in sys.stdin.read().split("\n"))
+e = (p or {}).get("events")
+per = ""
+if e and r["rate"] and p["seconds"]:
+    n = r["rate"] * p["seconds"]
+    per = ", per msg: %.2f us CPU, %.3f cs" % (e["task-clock"] * 1000 / n, e["context-switches"] / n)
+    if e.get("raw_syscalls:sys_enter") is not None:
+        per += ", %.2f syscalls" % (e["raw_syscalls:sys_enter"] / n)
+elif p and "error" in p:
+    per = ", no counters: " + p["error"]
+print("rate %.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d%s%s" % (r["rate"], r["p50_us"] / 1000, r["p99_us"] / 1000, r["errors"],
+      ", lost %d" % r["lost"] if "lost" in r else "", per))' 2>/dev/null || echo '?')"
 }
 
 # The systems of the main phases, in turn order: sockherd in its main mode, then the peers.
@@ -386,10 +519,26 @@ if has "$SCENARIOS" connect; then
     for m in $MODES; do [ "sockherd-$m" = "$MAIN" ] || stop_system "sockherd-$m"; done
 fi
 
+# sockherd at other worker counts, echo only: with 4 workers on 2 cores shared with the load
+# generator each worker drains its sockets and sleeps, so the same server at 2 and 1 workers, in
+# the same rotation, shows what the worker count itself costs next to the peers.
+ECHO_VARIANTS="" # the variants' system names (started or not), in BENCH_ECHO_WORKER_VARIANTS order
+for w in $ECHO_WORKER_VARIANTS; do
+    if [ "$w" = "$WORKERS" ]; then say "BENCH_ECHO_WORKER_VARIANTS: $w is the main system's worker count; skipped"; continue; fi
+    has "$ECHO_VARIANTS" "$MAIN-w$w" || ECHO_VARIANTS="$ECHO_VARIANTS $MAIN-w$w"
+done
+ECHO_VARIANTS=$(echo $ECHO_VARIANTS)
+
 if has "$SCENARIOS" echo; then
+    # Up for the echo runs alone (as the other modes for connect), so that fan-out and idle see
+    # the same systems as without them.
+    UP_VARIANTS=""
+    for v in $ECHO_VARIANTS; do
+        if start_system "$v"; then UP_VARIANTS="$UP_VARIANTS $v"; else say "$v did not start: $(cat "$TMP/logs/$v.refused")"; fi
+    done
     for conns in $ECHO_CONNECTIONS; do
         for size in $ECHO_SIZES; do
-            for s in $MAIN $PEERS; do
+            for s in $MAIN $UP_VARIANTS $PEERS; do
                 is_up "$s" || continue
                 measure "$s" echo "echo-$s-c$conns-s$size" "{\"connections\":$conns,\"size\":$size}" --scenario echo \
                     --path /echo --duration "$DURATION" --connections "$conns" --inflight "$ECHO_INFLIGHT" --size "$size" \
@@ -397,6 +546,7 @@ if has "$SCENARIOS" echo; then
             done
         done
     done
+    for v in $UP_VARIANTS; do stop_system "$v"; done
 fi
 
 if has "$SCENARIOS" fanout; then
@@ -556,6 +706,13 @@ done
     echo "CONNECT_CONCURRENCY=$CONNECT_CONCURRENCY"
     echo "CONNECT_ROUNDS=$CONNECT_ROUNDS"
     echo "ECHO_INFLIGHT=$ECHO_INFLIGHT"
+    echo "ECHO_WORKER_VARIANTS=$ECHO_WORKER_VARIANTS"
+    echo "ECHO_VARIANTS=$ECHO_VARIANTS"
+    echo "PERF_EVENTS=$PERF_EVENTS"
+    echo "PERF_WHY=$PERF_WHY"
+    echo "PERF_MARGIN=$PERF_MARGIN"
+    echo "PERF_MS=$PERF_MS"
+    echo "PERF=$(perf --version 2>/dev/null || echo 'not found')"
     echo "FANOUT_INFLIGHT=$FANOUT_INFLIGHT"
     echo "FANOUT_RATE_DELIVERIES=$FANOUT_RATE_DELIVERIES"
     echo "IDLE_HOLD=$IDLE_HOLD"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes bench/RESULTS.md from what bench/suite.sh collected in its temporary directory:
-results.jsonl (one line per load generator run), meta, commands, raw/*.before and raw/*.during
+results.jsonl (one line per load generator run; echo runs with perf's counters when the suite
+could collect them), meta, commands, raw/*.before and raw/*.during
 (RSS samples of the idle runs), the sockherd configs, *.refused (why a system did not start) and
 reload/ and crash/ (bench/reload.sh's raw results).
 
@@ -8,6 +9,7 @@ usage: suite_report.py <tmpdir> <RESULTS.md>
 """
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -24,9 +26,24 @@ MODE_NOTE = {
     "shared": "every worker accepts on the one listening socket",
     "reuseport": "one SO_REUSEPORT socket per worker",
 }
+# perf's counters as suite.sh names them (perf stat -x, event names).
+TASK_CLOCK, SWITCHES, SYSCALLS = "task-clock", "context-switches", "raw_syscalls:sys_enter"
+
+
+def variant_workers(system):
+    """W when `system` is sockherd-<mode>-w<W> (sockherd with W workers, echo only), else None."""
+    m = re.fullmatch(r"sockherd-[a-z]+-w([0-9]+)", system)
+    return int(m.group(1)) if m else None
+
+
+def workers_text(w):
+    return f"{w} worker" + ("" if w == 1 else "s")
 
 
 def name_of(system):
+    w = variant_workers(system)
+    if w is not None:
+        return f"sockherd ({system[len('sockherd-'):].rsplit('-w', 1)[0]}, {workers_text(w)})"
     if system.startswith("sockherd-"):
         return f"sockherd ({system[len('sockherd-'):]})"
     return PEER_NAMES.get(system, system)
@@ -48,6 +65,16 @@ def ratio(a, b):
 
 def fx(r, digits=2):
     return "n/a" if r is None else f"{r:.{digits}f}×"
+
+
+def cell_name(c):
+    """An echo cell (connections, size) in words."""
+    return f"{big(c[0])} conns × {c[1]} B"
+
+
+def per_text(x, digits):
+    """A per-message figure (perf counter / messages); "n/a" when not counted."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def num(x):
@@ -76,6 +103,9 @@ class Run:
         self.key = line["key"]
         self.cell = line["cell"]
         self.res = line["result"]
+        # echo: perf stat over the middle of the window ({"events", "seconds", …} or {"error"});
+        # None for the other phases, without perf, and in results of older suites
+        self.perf = line.get("perf")
         cpu = line.get("cpu")
         self.server_cpu = self.sup_cpu = self.lg_cpu = self.other_cpu = None
         if cpu and cpu["wall_s"] > 0:
@@ -101,6 +131,23 @@ class Run:
         if not self.res or not self.server_cpu:
             return None
         return self.res["rate"] / (self.server_cpu / 100)
+
+    @property
+    def counted(self):
+        return bool(self.res and self.perf and self.perf.get("events") and self.perf.get("seconds"))
+
+    def per_msg(self, event):
+        """perf's `event` summed over the system's processes, per message: the counters cover
+        perf["seconds"] in the middle of the window, in which the messages are estimated as the
+        run's msgs/s × those seconds. None when not counted."""
+        if not self.counted or not self.res["rate"]:
+            return None
+        v = self.perf["events"].get(event)
+        return None if v is None else v / (self.res["rate"] * self.perf["seconds"])
+
+    def cpu_us_per_msg(self):
+        x = self.per_msg(TASK_CLOCK)  # task-clock is in ms
+        return None if x is None else x * 1000
 
 
 def keep_worst(worst, key, x, where, lower_is_worse):
@@ -186,6 +233,12 @@ class Report:
         self.main = self.meta["MAIN"]
         self.systems = self.meta["SYSTEMS"].split()
         self.peers = [s for s in self.systems if s != self.main]
+        self.workers = int(self.meta.get("WORKERS") or 4)
+        # sockherd at other worker counts (echo only; not a peer: no target is evaluated on them)
+        self.variants = self.meta.get("ECHO_VARIANTS", "").split()
+        for r in self.runs:
+            if variant_workers(r.system) is not None and r.system not in self.variants:
+                self.variants.append(r.system)
         self.refused = {}
         for f in os.listdir(tmp):
             if f.endswith(".refused"):
@@ -205,7 +258,7 @@ class Report:
     # ---- 1. connect ---------------------------------------------------------------------------
     def connect(self):
         runs = self.of("connect")
-        if not runs and not any(k.startswith("sockherd-") for k in self.refused):
+        if not runs and not any(k.startswith("sockherd-") and variant_workers(k) is None for k in self.refused):
             return
         self.add("## 1. Connect rate", "")
         self.add(f"WebSocket sessions opened and closed per second (connect, handshake on `/echo`, close 1000, "
@@ -247,7 +300,7 @@ class Report:
             if s == "sockherd-handoff":
                 self.sup_share = sup_share
         for s, why in sorted(self.refused.items()):
-            if s.startswith("sockherd-") and s not in order:
+            if s.startswith("sockherd-") and variant_workers(s) is None and s not in order:
                 self.add(f"| {name_of(s)} | did not start: {why.splitlines()[-1] if why else '?'} | | | | | | | | | |")
         self.add("")
         # ratios
@@ -284,31 +337,67 @@ class Report:
         runs = self.of("echo")
         if not runs:
             return
+        counted = any(r.counted for r in runs)
+        with_syscalls = any(r.per_msg(SYSCALLS) is not None for r in runs)
+        variants = [v for v in self.variants if any(r.system == v for r in runs)]
+        variants.sort(key=lambda v: -variant_workers(v))
         self.add("## 2. Echo", "")
         self.add(f"`--connections` sessions on `/echo`, each with `--inflight {self.meta['ECHO_INFLIGHT']}` binary "
                  f"message(s) of `--size` bytes outstanding (closed loop; every echo checked), "
                  f"{self.meta['DURATION']} s windows. Round trip = write start to echo read.", "")
-        self.add("| connections | size | system | msgs/s | p50 | p99 | p99.9 | server CPU | msgs per server CPU-s | "
-                 "load generator CPU | rest of the machine | errors |",
-                 "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        if variants:
+            self.add(f"Below sockherd's main row ({self.workers} workers), the same sockherd at other worker counts "
+                     f"(`BENCH_ECHO_WORKER_VARIANTS`: {', '.join(workers_text(variant_workers(v)) for v in variants)}): "
+                     "the same config but for `workers`, up for the echo runs only and taking its turns in the same "
+                     "rotation. They are for comparison; the targets are evaluated on the main system.", "")
+        if counted:
+            m = self.meta
+            self.add(f"*Per msg* columns: `perf stat` software counters ({self.perf_events_text()}) of every process "
+                     f"of the system, from {m.get('PERF_MARGIN', '?')} s after the window opened for "
+                     f"{self.perf_seconds_text()} s, divided by the messages in that span (the run's msgs/s × its "
+                     "length). *Server CPU µs/msg* = task-clock / messages: the same CPU as the server CPU column, "
+                     "per message. *Context switches/msg*: a server thread leaving its CPU (going to sleep, e.g. "
+                     "in `epoll_wait`, or preempted), per message. "
+                     + ("*Syscalls/msg*: every system call the server's processes entered (`raw_syscalls:sys_enter`)."
+                        if with_syscalls else "No syscalls/msg: perf could not count `raw_syscalls:sys_enter` here "
+                        "(a tracepoint; it needs tracefs and more privilege)."), "")
+        cols = "| connections | size | system | msgs/s | p50 | p99 | p99.9 | server CPU | msgs per server CPU-s | "
+        align = "|---:|---:|---|---:|---:|---:|---:|---:|---:|"
+        if counted:
+            cols += "server CPU µs/msg | context switches/msg | " + ("syscalls/msg | " if with_syscalls else "")
+            align += "---:|---:|" + ("---:|" if with_syscalls else "")
+        self.add(cols + "load generator CPU | rest of the machine | errors |", align + "---:|---:|---|")
         cells = []
         for r in runs:
             c = (r.cell["connections"], r.cell["size"])
             if c not in cells:
                 cells.append(c)
         by = {(r.cell["connections"], r.cell["size"], r.system): r for r in runs}
+        width = 12 + (2 + with_syscalls if counted else 0)
         for conns, size in cells:
-            for s in self.systems:
+            for s in [self.main] + variants + self.peers:
                 r = by.get((conns, size, s))
                 if r is None:
                     continue
                 if not r.res:
-                    self.add(f"| {big(conns)} | {size} B | {name_of(s)} | no result | | | | | | | | |")
+                    self.add(f"| {big(conns)} | {size} B | {name_of(s)} | no result |" + " |" * (width - 4))
                     continue
+                per = ""
+                if counted:
+                    per = (f"{per_text(r.cpu_us_per_msg(), 2)} | {per_text(r.per_msg(SWITCHES), 3)} | "
+                           + (f"{per_text(r.per_msg(SYSCALLS), 2)} | " if with_syscalls else ""))
                 self.add(f"| {big(conns)} | {size} B | {name_of(s)} | {big(r.rate)} | {ms(r.res['p50_us'])} | "
                          f"{ms(r.p99)} | {ms(r.res['p999_us'])} | {pct(r.server_cpu)} | {big(r.per_cpu_s() or 0)} | "
-                         f"{pct(r.lg_cpu)} | {pct(r.other_cpu)} | {errors_text(r.res)} |")
+                         f"{per}{pct(r.lg_cpu)} | {pct(r.other_cpu)} | {errors_text(r.res)} |")
         self.add("")
+        missing = sorted({f"{name_of(r.system)}: {r.perf['error']}" for r in runs if r.perf and r.perf.get("error")})
+        cut = [r for r in runs if r.counted and r.perf.get("cut")]
+        if counted and (missing or cut):
+            self.add("Counters: " + "; ".join(
+                (["no counters for " + "; ".join(missing)] if missing else [])
+                + (["perf stopped at the window's end, so counting less: " + ", ".join(
+                    f"{name_of(r.system)} at {cell_name((r.cell['connections'], r.cell['size']))} "
+                    f"({r.perf['seconds']:.2f} s)" for r in cut)] if cut else [])) + ".", "")
         self.add("sockherd against each peer, per cell (msgs/s: above 1 is better; p99: below 1 is better):", "")
         self.add("| connections | size | " + " | ".join(f"msgs/s vs {p}" for p in self.peers) + " | "
                  + " | ".join(f"p99 vs {p}" for p in self.peers) + " |",
@@ -326,9 +415,8 @@ class Report:
                         keep_worst(worst, (kind, p), x, (conns, size), kind == "rate")
             self.add("| " + " | ".join(row) + " |")
         self.add("")
-
-        def cell_name(c):
-            return f"{big(c[0])} conns × {c[1]} B"
+        self.echo_workers(cells, by, variants, counted)
+        self.echo_in_the_way(cells, by, variants, counted, worst)
 
         def t(label, kind, peer, limit, higher):
             w = worst.get((kind, peer))
@@ -345,6 +433,160 @@ class Report:
         t("echo msgs/s ≥ 3× the seed topology", "rate", "seed", 3.0, True)
         t("echo msgs/s ≥ 1.0× Bun", "rate", "bun", 1.0, True)
         t("echo p99 ≤ Bun's", "p99", "bun", 1.0, False)
+        # sockherd at other worker counts against Bun: not a target (the issue's configuration is
+        # the main one), but it says how much of the gap the worker count is
+        label = "echo msgs/s, sockherd at other worker counts vs Bun (worst cell)"
+        if variants and "bun" not in {r.system for r in runs}:
+            self.targets.append((label, "n/a", "bun not run", "n/a", "info"))
+        elif not variants:
+            why = ("BENCH_ECHO_WORKER_VARIANTS is empty" if self.meta.get("ECHO_WORKER_VARIANTS") == "" else
+                   "none started" if self.meta.get("ECHO_VARIANTS") else "this suite's results have none")
+            self.targets.append((label, f"not run ({why})", "–", "–", "info"))
+        else:
+            parts, ratios = [], []
+            for v in variants:
+                xs = [(ratio(by[(c[0], c[1], v)].rate, by[(c[0], c[1], "bun")].rate), c) for c in cells
+                      if (c[0], c[1], v) in by and (c[0], c[1], "bun") in by]
+                xs = [(x, c) for x, c in xs if x is not None]
+                if not xs:
+                    parts.append(f"{workers_text(variant_workers(v))}: n/a")
+                    ratios.append("n/a")
+                    continue
+                x, c = min(xs)
+                parts.append(f"{workers_text(variant_workers(v))}: {big(by[(c[0], c[1], v)].rate)} msgs/s "
+                             f"({cell_name(c)}" + (f": the worst of {len(xs)} cells)" if len(xs) > 1 else ")"))
+                ratios.append(f"{workers_text(variant_workers(v))}: {fx(x)}")
+            self.targets.append((label, "; ".join(parts), "bun, same cell" if "bun" in self.peers else "bun not run",
+                                 "; ".join(ratios), "info"))
+
+    def perf_events_text(self):
+        events = self.meta.get("PERF_EVENTS") or ",".join(
+            sorted({e for r in self.runs if r.counted for e in r.perf["events"]}))
+        return ", ".join(f"`{e}`" for e in events.split(",") if e)
+
+    def perf_seconds_text(self):
+        secs = sorted({round(r.perf["seconds"], 2) for r in self.runs if r.counted and not r.perf.get("cut")})
+        return "/".join(f"{x:g}" for x in secs) or "?"
+
+    def echo_workers(self, cells, by, variants, counted):
+        """Per cell: sockherd's msgs/s at each worker count over Bun's, and context switches per
+        message of each next to Bun's."""
+        if not variants:
+            return
+        systems = [self.main] + variants
+        label = {self.main: workers_text(self.workers), **{v: workers_text(variant_workers(v)) for v in variants}}
+        self.add(f"### sockherd by worker count, against Bun", "")
+        if "bun" not in self.peers:
+            self.add("Bun was not run, so there is no ratio to show; the rows are in the table above.", "")
+            return
+        head = "| connections | size | " + " | ".join(f"msgs/s {label[s]} / Bun" for s in systems)
+        align = "|---:|---:|" + "---:|" * len(systems)
+        if counted:
+            head += " | " + " | ".join(f"context switches/msg {label[s]}" for s in systems) + " | context switches/msg Bun"
+            align += "---:|" * (len(systems) + 1)
+        self.add("msgs/s over Bun's in the same cell (above 1: sockherd echoes more), and the context switches per "
+                 "message of each:" if counted else "msgs/s over Bun's in the same cell (above 1: sockherd echoes "
+                 "more; no perf counters in this run):", "")
+        self.add(head + " |", align)
+        for conns, size in cells:
+            b = by.get((conns, size, "bun"))
+            row = [big(conns), f"{size} B"]
+            for s in systems:
+                a = by.get((conns, size, s))
+                row.append(fx(ratio(a.rate if a else None, b.rate if b else None)))
+            if counted:
+                for s in systems + ["bun"]:
+                    a = by.get((conns, size, s))
+                    row.append(per_text(a.per_msg(SWITCHES) if a else None, 3))
+            self.add("| " + " | ".join(row) + " |")
+        self.add("")
+
+    def echo_in_the_way(self, cells, by, variants, counted, worst):
+        """The paragraph the issue asks for where an echo target is missed: what perf's counters
+        show for the worst cell against Bun. Numbers only from this run; no cause claimed that
+        they do not show."""
+        self.add("### What is in the way (perf software counters, this run)", "")
+        if not counted:
+            why = self.meta.get("PERF_WHY")
+            if "PERF_EVENTS" not in self.meta:
+                why = "this suite's results have no perf counters (an older suite.sh)"
+            elif not why:
+                errors = sorted({r.perf["error"] for r in self.of("echo") if r.perf and r.perf.get("error")})
+                why = "; ".join(errors) or "no echo run has them"
+            self.add(f"perf's counters were not collected in this run: {why}. Without them this section has nothing "
+                     "to say beyond the ratios above.", "")
+            return
+        w = worst.get(("rate", "bun"))
+        if w is None:
+            self.add("Bun was not run (or gave no result), so there is no cell to compare against; the counters are "
+                     "in the table above.", "")
+            return
+        x, c = w
+        a, b = by[(c[0], c[1], self.main)], by[(c[0], c[1], "bun")]
+
+        def figures(r):
+            if not r.counted:
+                return None
+            calls = r.per_msg(SYSCALLS)
+            return (f"{per_text(r.cpu_us_per_msg(), 2)} µs of server CPU"
+                    + (f", {per_text(r.per_msg(SWITCHES), 3)} context switches and {per_text(calls, 2)} syscalls"
+                       if calls is not None else f" and {per_text(r.per_msg(SWITCHES), 3)} context switches")
+                    + " per message")
+
+        n = sum(1 for k in cells if (k[0], k[1], self.main) in by and (k[0], k[1], "bun") in by)
+        text = [f"The lowest msgs/s ratio against Bun" + (f" of the {n} cells" if n > 1 else "") + " is "
+                f"{cell_name(c)}: sockherd ({workers_text(self.workers)}) {big(a.rate)} msgs/s against Bun's "
+                f"{big(b.rate)}, {fx(x)}" + (" (the target, ≥ 1.0×, is met)." if x >= 1 else
+                                             f", {100 * (1 - x):.0f} % short of the target.")]
+        if figures(a) and figures(b):
+            text.append(f"Over the counted span sockherd's processes used {figures(a)}; Bun (one process) used "
+                        f"{figures(b)}.")
+        else:
+            text.append("The counters are missing for " + " and ".join(name_of(r.system) for r in (a, b)
+                                                                         if not r.counted) + " in this cell.")
+        ca, cb = a.cpu_us_per_msg(), b.cpu_us_per_msg()
+        sa, sb = a.per_msg(SWITCHES), b.per_msg(SWITCHES)
+        if ca is not None and cb is not None and cb > 0:
+            if ca <= cb:
+                text.append(f"sockherd spent {fx(ca / cb)} Bun's server CPU per message, so here the shortfall is not "
+                            "more CPU work per message" if x < 1 else
+                            f"sockherd spent {fx(ca / cb)} Bun's server CPU per message.")
+                if x < 1:
+                    text[-1] += (f"; it made {fx(sa / sb, 1)} Bun's context switches per message." if sa is not None
+                                 and sb else ".")
+            else:
+                text.append(f"sockherd spent {fx(ca / cb)} Bun's server CPU per message"
+                            + (f" and made {fx(sa / sb, 1)} its context switches per message." if sa is not None and sb
+                               else "."))
+        for v in variants:
+            r = by.get((c[0], c[1], v))
+            if r is None or not r.res:
+                text.append(f"With {workers_text(variant_workers(v))} there is no result in this cell.")
+                continue
+            text.append(f"With {workers_text(variant_workers(v))}, in the same cell: {big(r.rate)} msgs/s, "
+                        f"{fx(ratio(r.rate, b.rate))} Bun's, " + (f"and {figures(r)}." if figures(r) else
+                                                                   "no perf counters."))
+        # How the counters move with the worker count in this cell, as numbers; "rose"/"fell" only
+        # when every step agrees.
+        chain = sorted([(self.workers, a)] + [(variant_workers(v), by[(c[0], c[1], v)]) for v in variants
+                                              if (c[0], c[1], v) in by and by[(c[0], c[1], v)].res],
+                       key=lambda t: -t[0])
+        sw = [r.per_msg(SWITCHES) for _, r in chain]
+        if len(chain) > 1 and None not in sw:
+            steps = list(zip(sw, sw[1:]))
+            way = ("rose" if all(q > p for p, q in steps) else "fell" if all(q < p for p, q in steps) else "moved")
+            text.append(f"From {' to '.join(str(k) for k, _ in chain)} workers in this cell the context switches per "
+                        f"message {way} ({' → '.join(per_text(x, 3) for x in sw)}, Bun "
+                        f"{per_text(b.per_msg(SWITCHES), 3)}) and msgs/s went "
+                        f"{' → '.join(big(r.rate) for _, r in chain)} (Bun {big(b.rate)}).")
+        text.append(f"All on one {self.meta.get('NPROC', '?')}-core machine shared by the server, the load generator "
+                    "and other jobs (see *rest of the machine*). Messages in the counted span are estimated from the "
+                    "whole window's msgs/s"
+                    + ("; counting syscalls adds a small cost to each, so a server making more syscalls per message "
+                       "pays more of it." if a.per_msg(SYSCALLS) is not None else "."))
+        self.add(" ".join(text), "")
+        self.add("Not in the suite: where the CPU goes inside a process (`valgrind --tool=callgrind` or `perf record` "
+                 "on one worker under the same load generator command).", "")
 
     # ---- 3. fan-out ---------------------------------------------------------------------------
     def fanout(self):
@@ -732,10 +974,14 @@ class Report:
         notrun = [t for t in self.targets if t[4] == "NOT RUN"]
         self.add(f"{sum(1 for t in self.targets if t[4] == '**PASS**')} passed, {len(misses)} missed, "
                  f"{len(notrun)} not run. A ratio is sockherd's number over the reference's (for p99 and memory: "
-                 "below 1 is better). Where a target is missed the ratio says by how much; the suite does not "
-                 "profile — what is in the way needs `perf stat -e task-clock,context-switches` / "
-                 "`valgrind --tool=callgrind` on the server under the same load generator command "
-                 "(below).", "")
+                 "below 1 is better). Where a target is missed the ratio says by how much. "
+                 + ("For echo, perf's software counters of every system in this run (server CPU, context switches "
+                    "and syscalls per message) are in section 2, *What is in the way*; where the CPU goes inside a "
+                    "process needs `valgrind --tool=callgrind` / `perf record` on the server under the same load "
+                    "generator command (below)." if any(r.counted for r in self.of("echo")) else
+                    "This run has no perf counters (section 2 says why); what is in the way needs "
+                    "`perf stat -e task-clock,context-switches` / `valgrind --tool=callgrind` on the server under "
+                    "the same load generator command (below)."), "")
         self.add("## Systems", "")
         self.add(f"- **sockherd** {m['SOCKHERD']}, {m['WORKERS']} workers, listener mode `{self.main.split('-', 1)[1]}` "
                  f"({MODE_NOTE.get(self.main.split('-', 1)[1], '')}) for echo, fan-out and idle; every mode in "
@@ -743,6 +989,11 @@ class Report:
         conf = os.path.join(self.tmp, f"{self.main}.toml.txt")
         if os.path.exists(conf):
             self.add("```toml", open(conf).read().rstrip(), "```", "")
+        if self.variants:
+            self.add(f"- **sockherd at other worker counts** (echo only; `BENCH_ECHO_WORKER_VARIANTS`): the config "
+                     "above with " + ", ".join(f"`workers = {variant_workers(v)}`" for v in self.variants)
+                     + ", each its own system, started before the echo runs and stopped after them, taking its "
+                     "turns in the same rotation.")
         self.add("- **seed**: `bench/peers/seed/start.sh PORT RUNDIR` with `SEED_SEND_QUEUE_LIMIT=16777216`: nginx "
                  "(2 worker processes, round robin) → 4 Node.js `ws` processes, every message through redis-server "
                  "pub/sub (`bench/peers/seed/README.md`).",
@@ -799,6 +1050,11 @@ class Report:
         self.add("```", "")
         self.add("idle: READY_FILE is written by the load generator when its window opens; the script samples "
                  "`VmRSS` in `/proc/<pid>/status` of every process of the system every second from then on.", "")
+        if m.get("PERF_EVENTS"):
+            self.add(f"echo: from {m.get('PERF_MARGIN', '?')} s after READY_FILE appears (the window opened), "
+                     f"`perf stat -x, -e {m['PERF_EVENTS']} -p PIDS --timeout {m.get('PERF_MS', '?')}` with PIDS every "
+                     "process of the system under test (sockherd: supervisor and workers; the seed: nginx, Node, "
+                     f"redis-server), stopped at the window's end if still running ({m.get('PERF', 'perf')}).", "")
 
     def machine(self):
         m = self.meta
