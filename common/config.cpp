@@ -298,8 +298,17 @@ bool plausible_user_name(std::string_view name) {
 }
 
 void read_server(const toml::table& table, config& cfg) {
-    section s(table, "[server]", {"workers", "control_socket", "user", "allow_root_workers"});
+    section s(table, "[server]", {"workers", "control_socket", "user", "allow_root_workers", "worker_scheduling"});
     s.read_bool("allow_root_workers", cfg.server.allow_root_workers);
+    if (const auto* node = s.find("worker_scheduling")) {
+        const auto& policy = s.string_value(*node, "worker_scheduling");
+        if (policy == "batch")
+            cfg.server.worker_scheduling = config::server_section::scheduling::batch;
+        else if (policy == "normal")
+            cfg.server.worker_scheduling = config::server_section::scheduling::normal;
+        else
+            s.fail(*node, "worker_scheduling", "must be \"batch\" or \"normal\", got \"" + policy + "\"");
+    }
     if (const auto* node = s.find("user")) {
         const auto& name = s.string_value(*node, "user");
         if (!name.empty() && !plausible_user_name(name))

@@ -1,6 +1,7 @@
 #include "worker/worker.hpp"
 
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/prctl.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -208,6 +210,7 @@ void worker::apply_config(ipc::config_msg&& m) {
         spdlog::warn("{} (this worker runs as uid {}); its requests answer 404", problem, ::getuid());
     auto previous = std::exchange(config_, std::move(cfg));
     generation_ = m.generation;
+    apply_scheduling();
     if (previous)
         close_sessions_of_removed_routes(*previous);
     update_accept_room(); // a reload may have changed max_connections_per_worker
@@ -215,6 +218,25 @@ void worker::apply_config(ipc::config_msg&& m) {
     spdlog::debug("generation {} applied", generation_);
     send_heartbeat();
     schedule_heartbeat();
+}
+
+// [server] worker_scheduling for the event loop's thread (Linux sets policies per thread; the
+// acceptor thread of shared and reuseport listeners, started later, inherits it). SCHED_BATCH:
+// a worker woken by a ready socket does not preempt what runs on its CPU. With a busy CPU (the
+// same cores serving other processes, or more workers than cores) that turns one wake-up per
+// message into one per batch of ready sockets; with an idle CPU it changes nothing.
+void worker::apply_scheduling() {
+    const bool batch = config_->server.worker_scheduling == config::server_section::scheduling::batch;
+    const int policy = batch ? SCHED_BATCH : SCHED_OTHER;
+    if (::sched_getscheduler(0) == policy)
+        return;
+    const sched_param param{}; // priority 0, the only one these two policies have
+    if (::sched_setscheduler(0, policy, &param) != 0) {
+        spdlog::warn("cannot switch to {} ([server] worker_scheduling = \"{}\"): {}", batch ? "SCHED_BATCH" : "SCHED_OTHER",
+                     batch ? "batch" : "normal", std::strerror(errno));
+        return;
+    }
+    spdlog::debug("scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
 }
 
 // A reload switched routes, limits and tokens for new connections and requests; sessions keep

@@ -121,6 +121,7 @@ private:
     void on_message(ipc::message&& m);
     void on_channel_error(error_code ec, std::string_view what);
     void apply_config(ipc::config_msg&& m);
+    void apply_scheduling();
     void close_sessions_of_removed_routes(const config& previous);
     void accept_handoff(ipc::handoff_msg&& m);
     // listener modes shared and reuseport: the sockets this worker accepts on itself.

@@ -4,6 +4,7 @@
 // count, listeners, bad configs, the drain deadline, pub/sub across generations, queued SIGHUPs and
 // SIGTERM in the middle of a reload. Every wait has a deadline, every loop a bound.
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/types.h>
 
@@ -86,12 +87,13 @@ struct node_config {
     std::string max_header_size = "16KiB";
     std::vector<std::string> tokens{"tok-old"};
     std::string log_level = "info";
+    std::string server_more;    // more lines in [server]
     std::string websocket_more; // more lines in [websocket]
     std::string extra;          // appended verbatim (a test may break the file on purpose here)
 
     std::string text() const {
         std::string s = "[server]\nworkers = " + std::to_string(workers) +
-            "\ncontrol_socket = \"%%DIR%%/control.sock\"\n\n";
+            "\ncontrol_socket = \"%%DIR%%/control.sock\"\n" + server_more + "\n";
         for (const auto& l : listeners)
             s += "[[listener]]\naddress = \"127.0.0.1:%%" + l + "%%\"\n\n";
         s += "[scheduler]\npolicy = \"least-conn\"\n\n";
@@ -463,6 +465,42 @@ void expect_load_unharmed(prober& probe, session_pool& pool, clock::time_point t
 }
 
 // ---- 1. in-place reloads --------------------------------------------------------------------------
+
+// [server] worker_scheduling: the workers' event loops run under SCHED_BATCH by default, and a
+// reload switches the running workers (the same processes) to SCHED_OTHER and back.
+TEST(reload, worker_scheduling_switches_the_running_workers) {
+    node_config cfg;
+    cfg.workers = 2;
+    node n(node_options{cfg.text(), {}});
+    const auto started = wait_started(n, 2);
+    ASSERT_TRUE(started);
+    const auto pids = n.worker_pids();
+    ASSERT_EQ(pids.size(), 2u);
+    const auto all_run = [&](int policy) {
+        return std::all_of(pids.begin(), pids.end(), [&](pid_t p) { return ::sched_getscheduler(p) == policy; });
+    };
+    const auto policies = [&] {
+        std::string s;
+        for (const auto p : pids)
+            s += std::to_string(p) + ":" + std::to_string(::sched_getscheduler(p)) + " ";
+        return s;
+    };
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
+
+    cfg.server_more = "worker_scheduling = \"normal\"\n";
+    write_config(n, cfg);
+    auto run = reload(n);
+    expect_applied(n, run, 2);
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_OTHER); }, 5s)) << "pid:policy " << policies();
+    EXPECT_EQ(n.worker_pids(), pids) << "the same workers, not new ones";
+
+    cfg.server_more = "worker_scheduling = \"batch\"\n";
+    write_config(n, cfg);
+    run = reload(n);
+    expect_applied(n, run, 3);
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
+    EXPECT_EQ(ws_route_works(n.port(), "/echo"), "");
+}
 
 TEST(reload, five_in_place_reloads_keep_every_session_and_connection) {
     node_config cfg;

@@ -230,6 +230,13 @@ TEST(config, inline_arrays_of_tables_work_like_headers) {
     EXPECT_EQ(cfg.listeners[1].backlog, 7);
 }
 
+TEST(config, worker_scheduling) {
+    using policy = config::server_section::scheduling;
+    EXPECT_EQ(parse_ok("").server.worker_scheduling, policy::batch);
+    EXPECT_EQ(parse_ok("[server]\nworker_scheduling = \"normal\"\n").server.worker_scheduling, policy::normal);
+    EXPECT_EQ(parse_ok("[server]\nworker_scheduling = \"batch\"\n").server.worker_scheduling, policy::batch);
+}
+
 TEST(config, workers) {
     EXPECT_EQ(parse_ok("[server]\nworkers = 1\n").server.workers, 1u);
     EXPECT_EQ(parse_ok("[server]\nworkers = 1024\n").server.workers, 1024u);
@@ -462,6 +469,8 @@ const bad_file bad_files[] = {
      "[server] workers: must be between 1 and 1024 (or \"auto\"), got 0"},
     {"workers_too_many", "[server]\nworkers = 1025\n", 2, 11,
      "[server] workers: must be between 1 and 1024 (or \"auto\"), got 1025"},
+    {"worker_scheduling_unknown", "[server]\nworker_scheduling = \"fifo\"\n", 2, 21,
+     "[server] worker_scheduling: must be \"batch\" or \"normal\", got \"fifo\""},
     {"workers_bad_string", "[server]\nworkers = \"many\"\n", 2, 11,
      "[server] workers: expected an integer 1..1024 or \"auto\", got \"many\""},
     {"route_missing_path", "[[route]]\nkind = \"echo\"\n", 1, 1, "[[route]] is missing required key 'path'"},
