@@ -41,8 +41,9 @@
 #   BENCH_ECHO_CONNECTIONS="100 1000"  echo: connection counts
 #   BENCH_ECHO_SIZES="32 1024"         echo: message sizes (bytes)
 #   BENCH_ECHO_INFLIGHT=1              echo: messages in flight per connection
-#   BENCH_ECHO_WORKER_VARIANTS="2 1"   echo: sockherd also with these worker counts (main mode, else
-#                                      the same config), each its own system in the rotation ("": none)
+#   BENCH_ECHO_WORKER_VARIANTS="4n 2 1"  echo: sockherd also with these worker counts (main mode, else
+#                                      the same config), each its own system in the rotation ("": none);
+#                                      W followed by n: W workers under worker_scheduling = "normal"
 #   BENCH_FANOUT_SUBSCRIBERS="1000 10000"  fanout: subscriber counts
 #   BENCH_FANOUT_INFLIGHT=1            fanout: messages not yet back at the publisher
 #   BENCH_FANOUT_RATE_DELIVERIES=30000 fanout at a fixed rate: deliveries/s offered, the publisher
@@ -78,7 +79,7 @@ CONNECT_ROUNDS=${BENCH_CONNECT_ROUNDS:-$q_rounds}
 ECHO_CONNECTIONS=${BENCH_ECHO_CONNECTIONS:-$q_echo_conns}
 ECHO_SIZES=${BENCH_ECHO_SIZES:-$q_echo_sizes}
 ECHO_INFLIGHT=${BENCH_ECHO_INFLIGHT:-1}
-ECHO_WORKER_VARIANTS=${BENCH_ECHO_WORKER_VARIANTS-"2 1"} # set but empty: no variants
+ECHO_WORKER_VARIANTS=${BENCH_ECHO_WORKER_VARIANTS-"4n 2 1"} # set but empty: no variants
 FANOUT_SUBSCRIBERS=${BENCH_FANOUT_SUBSCRIBERS:-$q_subs}
 FANOUT_INFLIGHT=${BENCH_FANOUT_INFLIGHT:-1}
 FANOUT_RATE_DELIVERIES=${BENCH_FANOUT_RATE_DELIVERIES:-30000}
@@ -108,7 +109,7 @@ has "$SYSTEMS" sockherd || SYSTEMS="sockherd $SYSTEMS"
 for s in $SYSTEMS; do case $s in sockherd|seed|cluster|bun) ;; *) die "unknown system '$s' (sockherd seed cluster bun)" ;; esac; done
 for m in $MODES $MAIN_MODE; do case $m in handoff|shared|reuseport) ;; *) die "unknown listener mode '$m'" ;; esac; done
 for s in $SCENARIOS; do case $s in connect|echo|fanout|idle|reload|crash) ;; *) die "unknown scenario '$s'" ;; esac; done
-for w in $ECHO_WORKER_VARIANTS; do [[ $w =~ ^[1-9][0-9]*$ ]] || die "BENCH_ECHO_WORKER_VARIANTS: '$w' is not a worker count"; done
+for w in $ECHO_WORKER_VARIANTS; do [[ $w =~ ^[1-9][0-9]*n?$ ]] || die "BENCH_ECHO_WORKER_VARIANTS: '$w' is not a worker count (W, or Wn for SCHED_OTHER)"; done
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "BENCH_WORKERS must be a worker count"
 [[ $FANOUT_RATE_DELIVERIES =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] || die "BENCH_FANOUT_RATE_DELIVERIES must be a number of deliveries/s (0: none)"
 
@@ -210,9 +211,14 @@ take_port() { # prints a free port not handed out before in this run
 }
 
 # sockherd's config for the suite: $1 listener mode, $2 port, $3 admin port (the admin listener:
-# readiness, and per-worker counters around each run), $4 workers (default BENCH_WORKERS).
+# readiness, and per-worker counters around each run), $4 workers (default BENCH_WORKERS), $5 "normal":
+# [server] worker_scheduling = "normal" (the kernel's SCHED_OTHER) instead of sockherd's default.
 sockherd_config() {
-    node_config_head "${4:-$WORKERS}" "$2" "$3" "$1"
+    if [ "${5:-}" = normal ]; then
+        node_config_head "${4:-$WORKERS}" "$2" "$3" "$1" | sed '/^workers = /a worker_scheduling = "normal"'
+    else
+        node_config_head "${4:-$WORKERS}" "$2" "$3" "$1"
+    fi
     cat <<EOF
 
 [supervisor]
@@ -239,7 +245,7 @@ EOF
 sockherd_mode() { local m=${1#sockherd-}; echo "${m%-w[0-9]*}"; }
 sockherd_workers() {
     case $1 in
-        sockherd-*-w[0-9]*) echo "${1##*-w}" ;;
+        sockherd-*-w[0-9]*) local w=${1##*-w}; echo "${w%n}" ;;
         *) echo "$WORKERS" ;;
     esac
 }
@@ -253,7 +259,8 @@ start_system() {
         sockherd-*)
             want=$(sockherd_workers "$name")
             ADMIN[$name]=$(take_port)
-            sockherd_config "$(sockherd_mode "$name")" "$port" "${ADMIN[$name]}" "$want" >"$TMP/$name.toml"
+            sockherd_config "$(sockherd_mode "$name")" "$port" "${ADMIN[$name]}" "$want" \
+                "$(case $name in *-w[0-9]*n) echo normal ;; esac)" >"$TMP/$name.toml"
             "$SOCKHERD" run --config "$TMP/$name.toml" >"$log" 2>&1 &
             PID[$name]=$!
             PORT[$name]=$port

@@ -31,8 +31,9 @@ TASK_CLOCK, SWITCHES, SYSCALLS = "task-clock", "context-switches", "raw_syscalls
 
 
 def variant_workers(system):
-    """W when `system` is sockherd-<mode>-w<W> (sockherd with W workers, echo only), else None."""
-    m = re.fullmatch(r"sockherd-[a-z]+-w([0-9]+)", system)
+    """W when `system` is sockherd-<mode>-w<W>[n] (sockherd with W workers, echo only; a trailing n:
+    under [server] worker_scheduling = "normal"), else None."""
+    m = re.fullmatch(r"sockherd-[a-z]+-w([0-9]+)n?", system)
     return int(m.group(1)) if m else None
 
 
@@ -40,10 +41,15 @@ def workers_text(w):
     return f"{w} worker" + ("" if w == 1 else "s")
 
 
+def variant_label(system):
+    """"2 workers", or "4 workers, SCHED_OTHER" for a variant under worker_scheduling = "normal"."""
+    return workers_text(variant_workers(system)) + (", SCHED_OTHER" if system.endswith("n") else "")
+
+
 def name_of(system):
     w = variant_workers(system)
     if w is not None:
-        return f"sockherd ({system[len('sockherd-'):].rsplit('-w', 1)[0]}, {workers_text(w)})"
+        return f"sockherd ({system[len('sockherd-'):].rsplit('-w', 1)[0]}, {variant_label(system)})"
     if system.startswith("sockherd-"):
         return f"sockherd ({system[len('sockherd-'):]})"
     return PEER_NAMES.get(system, system)
@@ -340,16 +346,18 @@ class Report:
         counted = any(r.counted for r in runs)
         with_syscalls = any(r.per_msg(SYSCALLS) is not None for r in runs)
         variants = [v for v in self.variants if any(r.system == v for r in runs)]
-        variants.sort(key=lambda v: -variant_workers(v))
+        variants.sort(key=lambda v: (-variant_workers(v), v))
         self.add("## 2. Echo", "")
         self.add(f"`--connections` sessions on `/echo`, each with `--inflight {self.meta['ECHO_INFLIGHT']}` binary "
                  f"message(s) of `--size` bytes outstanding (closed loop; every echo checked), "
                  f"{self.meta['DURATION']} s windows. Round trip = write start to echo read.", "")
         if variants:
             self.add(f"Below sockherd's main row ({self.workers} workers), the same sockherd at other worker counts "
-                     f"(`BENCH_ECHO_WORKER_VARIANTS`: {', '.join(workers_text(variant_workers(v)) for v in variants)}): "
-                     "the same config but for `workers`, up for the echo runs only and taking its turns in the same "
-                     "rotation. They are for comparison; the targets are evaluated on the main system.", "")
+                     f"(`BENCH_ECHO_WORKER_VARIANTS`: {', '.join(variant_label(v) for v in variants)}): "
+                     "the same config but for `workers` (and, in a SCHED_OTHER row, `worker_scheduling = \"normal\"`: "
+                     "the kernel's default policy instead of sockherd's `SCHED_BATCH`), up for the echo runs only and "
+                     "taking its turns in the same rotation. They are for comparison; the targets are evaluated on the "
+                     "main system.", "")
         if counted:
             m = self.meta
             self.add(f"*Per msg* columns: `perf stat` software counters ({self.perf_events_text()}) of every process "
@@ -449,13 +457,13 @@ class Report:
                       if (c[0], c[1], v) in by and (c[0], c[1], "bun") in by]
                 xs = [(x, c) for x, c in xs if x is not None]
                 if not xs:
-                    parts.append(f"{workers_text(variant_workers(v))}: n/a")
+                    parts.append(f"{variant_label(v)}: n/a")
                     ratios.append("n/a")
                     continue
                 x, c = min(xs)
-                parts.append(f"{workers_text(variant_workers(v))}: {big(by[(c[0], c[1], v)].rate)} msgs/s "
+                parts.append(f"{variant_label(v)}: {big(by[(c[0], c[1], v)].rate)} msgs/s "
                              f"({cell_name(c)}" + (f": the worst of {len(xs)} cells)" if len(xs) > 1 else ")"))
-                ratios.append(f"{workers_text(variant_workers(v))}: {fx(x)}")
+                ratios.append(f"{variant_label(v)}: {fx(x)}")
             self.targets.append((label, "; ".join(parts), "bun, same cell" if "bun" in self.peers else "bun not run",
                                  "; ".join(ratios), "info"))
 
@@ -474,7 +482,7 @@ class Report:
         if not variants:
             return
         systems = [self.main] + variants
-        label = {self.main: workers_text(self.workers), **{v: workers_text(variant_workers(v)) for v in variants}}
+        label = {self.main: workers_text(self.workers), **{v: variant_label(v) for v in variants}}
         self.add(f"### sockherd by worker count, against Bun", "")
         if "bun" not in self.peers:
             self.add("Bun was not run, so there is no ratio to show; the rows are in the table above.", "")
@@ -561,15 +569,16 @@ class Report:
         for v in variants:
             r = by.get((c[0], c[1], v))
             if r is None or not r.res:
-                text.append(f"With {workers_text(variant_workers(v))} there is no result in this cell.")
+                text.append(f"With {variant_label(v)} there is no result in this cell.")
                 continue
-            text.append(f"With {workers_text(variant_workers(v))}, in the same cell: {big(r.rate)} msgs/s, "
+            text.append(f"With {variant_label(v)}, in the same cell: {big(r.rate)} msgs/s, "
                         f"{fx(ratio(r.rate, b.rate))} Bun's, " + (f"and {figures(r)}." if figures(r) else
                                                                    "no perf counters."))
         # How the counters move with the worker count in this cell, as numbers; "rose"/"fell" only
         # when every step agrees.
         chain = sorted([(self.workers, a)] + [(variant_workers(v), by[(c[0], c[1], v)]) for v in variants
-                                              if (c[0], c[1], v) in by and by[(c[0], c[1], v)].res],
+                                              if (c[0], c[1], v) in by and by[(c[0], c[1], v)].res
+                                              and not v.endswith("n")],
                        key=lambda t: -t[0])
         sw = [r.per_msg(SWITCHES) for _, r in chain]
         if len(chain) > 1 and None not in sw:
@@ -991,7 +1000,9 @@ class Report:
             self.add("```toml", open(conf).read().rstrip(), "```", "")
         if self.variants:
             self.add(f"- **sockherd at other worker counts** (echo only; `BENCH_ECHO_WORKER_VARIANTS`): the config "
-                     "above with " + ", ".join(f"`workers = {variant_workers(v)}`" for v in self.variants)
+                     "above with " + ", ".join(f"`workers = {variant_workers(v)}`"
+                                                 + (' and `worker_scheduling = "normal"` in `[server]`' if v.endswith("n") else "")
+                                                 for v in self.variants)
                      + ", each its own system, started before the echo runs and stopped after them, taking its "
                      "turns in the same rotation.")
         self.add("- **seed**: `bench/peers/seed/start.sh PORT RUNDIR` with `SEED_SEND_QUEUE_LIMIT=16777216`: nginx "
