@@ -383,6 +383,10 @@ void websocket_session<Stream>::on_ready(std::uint32_t events) {
     if constexpr (!with_tls) {
         if (phase_ == phase::done)
             return;
+        // The peer's FIN or an error can come with the last bytes in one edge, and no edge after:
+        // from then on a read pass goes on to the end of the stream (or the error).
+        if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
+            peer_hung_up_ = true;
         if (reading_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
             read_pass();
         if (phase_ != phase::done && writing_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) {
@@ -393,7 +397,8 @@ void websocket_session<Stream>::on_ready(std::uint32_t events) {
 }
 
 // Plain: reads until the socket is empty (a recv returns less than it asked for: bytes arriving
-// later are a new edge for the poller) or this pass's share is used (then another turn).
+// later are a new edge for the poller) or this pass's share is used (then another turn). Once the
+// peer hung up, a short read is not the end: reading goes on to the EOF (or error) behind it.
 template <class Stream>
 void websocket_session<Stream>::read_pass() {
     if constexpr (!with_tls) {
@@ -407,12 +412,16 @@ void websocket_session<Stream>::read_pass() {
                     return;
                 return on_read_error(error_code(errno, boost::system::system_category()));
             }
-            if (n == 0)
+            if (n == 0) {
+                // The client closed its sending side: what this pass answered still goes out
+                // (as far as the socket takes it now), then the connection ends.
+                flush();
                 return on_read_error(net::error::eof);
+            }
             on_bytes(buffer, static_cast<std::size_t>(n));
             if (phase_ == phase::done)
                 return;
-            if (static_cast<std::size_t>(n) < shared_read_size)
+            if (static_cast<std::size_t>(n) < shared_read_size && !peer_hung_up_)
                 return;
         }
         worker_.readiness().again(*this);

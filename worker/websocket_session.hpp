@@ -170,6 +170,7 @@ private:
     bool accepted_ = false;      // ... and it was 101
     bool reading_ = false;       // a read is pending (TLS); reads are wanted (plain)
     bool watched_ = false;       // plain: registered with the worker's poller
+    bool peer_hung_up_ = false;  // plain: the poller reported the peer's FIN, a hang-up or an error
     bool writing_ = false;       // a write (or a wait for writability) is pending
     bool flush_queued_ = false;  // on the worker's list of sessions to flush this turn
     bool ping_due_ = false;      // a ping goes out before the next frame not yet started

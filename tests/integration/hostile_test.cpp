@@ -1130,6 +1130,26 @@ TEST_F(hostile, ws_client_ping_is_answered_with_a_pong) {
     EXPECT_EQ(rejections(*st, "ws_protocol_error"), 0);
 }
 
+// Not hostile either: a client that sends its last message and closes its side at once. The
+// message and the FIN reach the worker together (one readiness event, nothing after it); the
+// session must still see the end of the stream and close now, not at the next ping or at
+// idle_timeout. Several rounds, since whether both arrive before the worker reads is timing.
+TEST_F(hostile, ws_last_message_and_fin_together_close_the_session_at_once) {
+    for (int round = 0; round < 12; ++round) {
+        tcp_client c;
+        ASSERT_EQ(open_raw_ws(c, port()), "") << "round " << round;
+        ASSERT_EQ(c.send_all(encode(frame_of(opcode::text, "last words"))), "") << "round " << round;
+        ASSERT_EQ(::shutdown(c.fd(), SHUT_WR), 0) << "round " << round;
+        const auto started = clock::now();
+        const auto status = c.read_until_closed(started + 3s);
+        EXPECT_TRUE(status == tcp_client::read_status::closed || status == tcp_client::read_status::reset)
+            << "round " << round << ": the session was still open 3 s after the client's FIN";
+        const auto echo = take_frame(c.inbox());
+        ASSERT_TRUE(echo) << "round " << round << ": no echo before the close";
+        EXPECT_EQ(echo->payload, "last words") << "round " << round;
+    }
+}
+
 // ---- soak ---------------------------------------------------------------------------------------
 
 struct soak_case {
