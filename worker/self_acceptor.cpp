@@ -70,6 +70,13 @@ self_acceptor::~self_acceptor() {
 
 std::size_t self_acceptor::socket_count() const { return identity_.size(); }
 
+bool self_acceptor::set_scheduling(int policy) {
+    if (!thread_.joinable())
+        return true;
+    const sched_param param{};
+    return ::pthread_setschedparam(thread_.native_handle(), policy, &param) == 0;
+}
+
 std::optional<std::uint16_t> self_acceptor::listener_of(ino_t inode) const {
     for (const auto& [id, id_inode] : identity_)
         if (id_inode == inode && inode != 0)

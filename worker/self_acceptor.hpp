@@ -60,6 +60,9 @@ public:
     // in the supervisor and the other workers). A batch already posted is still handled.
     void stop();
     std::size_t socket_count() const;
+    // Sets the accepting thread's scheduling policy (SCHED_OTHER or SCHED_BATCH), when it runs;
+    // a thread started later takes the policy of the thread that starts it. False if it failed.
+    bool set_scheduling(int policy);
     // The listener id the current sockets give the socket with inode `inode`; nullopt if it is
     // not among them. A batch posted before a reload renumbered the listeners (one removed ahead
     // of this one) carries the old id; this is the one the worker's new config uses.

@@ -220,23 +220,41 @@ void worker::apply_config(ipc::config_msg&& m) {
     schedule_heartbeat();
 }
 
-// [server] worker_scheduling for the event loop's thread (Linux sets policies per thread; the
-// acceptor thread of shared and reuseport listeners, started later, inherits it). SCHED_BATCH:
+// [server] worker_scheduling for the event loop's thread and, when it runs, the acceptor thread of
+// shared and reuseport listeners (Linux sets policies per thread; one started later inherits the
+// event loop's). A policy other than these two, set on purpose when starting, is kept. SCHED_BATCH:
 // a worker woken by a ready socket does not preempt what runs on its CPU. With a busy CPU (the
 // same cores serving other processes, or more workers than cores) that turns one wake-up per
 // message into one per batch of ready sockets; with an idle CPU it changes nothing.
 void worker::apply_scheduling() {
+    static bool told = false; // one log line per worker, not one per reload
     const bool batch = config_->server.worker_scheduling == config::server_section::scheduling::batch;
     const int policy = batch ? SCHED_BATCH : SCHED_OTHER;
-    if (::sched_getscheduler(0) == policy)
-        return;
-    const sched_param param{}; // priority 0, the only one these two policies have
-    if (::sched_setscheduler(0, policy, &param) != 0) {
-        spdlog::warn("cannot switch to {} ([server] worker_scheduling = \"{}\"): {}", batch ? "SCHED_BATCH" : "SCHED_OTHER",
-                     batch ? "batch" : "normal", std::strerror(errno));
+    const int now = ::sched_getscheduler(0);
+    const int current = now < 0 ? now : now & ~SCHED_RESET_ON_FORK;
+    if (current != SCHED_OTHER && current != SCHED_BATCH) {
+        // Started under another policy on purpose (chrt, systemd's CPUSchedulingPolicy=): kept.
+        if (!told)
+            spdlog::info("keeping the scheduling policy the worker was started with ({}); [server] worker_scheduling "
+                         "applies to SCHED_OTHER and SCHED_BATCH only", current);
+        told = true;
         return;
     }
-    spdlog::debug("scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
+    if (current != policy) {
+        const sched_param param{}; // priority 0, the only one these two policies have
+        if (::sched_setscheduler(0, policy | (now & SCHED_RESET_ON_FORK), &param) != 0) {
+            if (!told)
+                spdlog::warn("cannot switch to {} ([server] worker_scheduling = \"{}\"): {}",
+                             batch ? "SCHED_BATCH" : "SCHED_OTHER", batch ? "batch" : "normal", std::strerror(errno));
+            told = true;
+            return;
+        }
+        spdlog::debug("scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
+    }
+    if (acceptor_ && !acceptor_->set_scheduling(policy) && !told) {
+        spdlog::warn("cannot set the acceptor thread's scheduling policy");
+        told = true;
+    }
 }
 
 // A reload switched routes, limits and tokens for new connections and requests; sessions keep
