@@ -198,7 +198,12 @@ void http_session<Stream>::on_tls_handshake(error_code ec, std::size_t used) {
 // request under the (shorter) header timeout, so a slow client cannot hold a request open.
 template <class Stream>
 void http_session<Stream>::do_wait_request() {
-    if (worker_.draining() && buffer_.size() == 0) {
+    // Only a keep-alive wait between requests is idle. A connection that has not sent its first
+    // request yet has one on its way: a drain that began before (while a PROXY header or a TLS
+    // handshake was read, or while an acceptor batch waited to be served) or begins now still
+    // answers it (with Connection: close), so a client that connected a moment before a drain or
+    // scale-down is served, not cut off. header_timeout and the drain deadline bound the wait.
+    if (worker_.draining() && buffer_.size() == 0 && requests_ > 0) {
         close();
         return;
     }
@@ -206,9 +211,6 @@ void http_session<Stream>::do_wait_request() {
         do_read_request();
         return;
     }
-    // Only a keep-alive wait between requests is idle. A connection just handed to us has a
-    // request on its way: a drain beginning now still answers it (with Connection: close), so a
-    // client that connected a moment before a drain or scale-down is served, not reset.
     idle_ = requests_ > 0;
     beast::get_lowest_layer(stream_).expires_after(requests_ == 0 ? worker_.cfg().http.header_timeout
                                          : worker_.cfg().http.keepalive_timeout);

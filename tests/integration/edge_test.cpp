@@ -287,6 +287,44 @@ TEST(edge, proxy_listener_closes_connections_without_a_valid_header) {
     n.assert_no_unexpected_errors();
 }
 
+// A connection the worker took before a drain began, whose PROXY header (and so its first request)
+// arrives after: the request is answered (Connection: close), not cut off unanswered. The same
+// path serves a batch a shared or reuseport acceptor took just before its worker began to drain.
+TEST(edge, a_request_behind_a_proxy_header_sent_after_the_drain_began_is_answered) {
+    config_text cfg{1, "[supervisor]\nheartbeat_interval = \"100ms\"\nwatchdog_timeout = \"2s\"\n"
+                       "drain_timeout = \"10s\"\n\n[limits]\nproxy_header_timeout = \"8s\"\n"};
+    cfg.listener_extra = "proxy_protocol = true\n";
+    node n(cfg);
+    ASSERT_TRUE(ready_behind_proxy(n));
+    raw_connection c;
+    ASSERT_FALSE(c.connect(n.port()));
+    const auto held = wait_status(n, [](const json& st) { return sum_field(st, "connections") == 1; }, 5s);
+    ASSERT_TRUE(held.ok) << "the worker never reported the connection: " << rows(held.last);
+    const auto bytes_before = sum_field(*held.last, "bytes_in_total");
+
+    ASSERT_TRUE(n.signal(SIGTERM));
+    ASSERT_TRUE(n.wait_for_log(std::regex("\\] info: draining: 1 connection"), 5s)) << n.log();
+    const std::string header = "PROXY TCP4 203.0.113.7 192.0.2.1 40000 80\r\n";
+    ASSERT_FALSE(c.send(header));
+    // Once the worker has read the header (or has closed the connection, the bug this test is
+    // for, and so exited) ...
+    const auto read = wait_status(
+        n,
+        [&](const json& st) {
+            return sum_field(st, "bytes_in_total") >= bytes_before + std::int64_t(header.size()) ||
+                sum_field(st, "connections") == 0;
+        },
+        5s);
+    // ... the request that follows still gets its answer.
+    const auto sent = c.send(get_healthz);
+    const auto r = c.read_response(3s);
+    EXPECT_TRUE(r.ok()) << "the request after the drain began (send: " << sent.message() << "): " << describe(r)
+                        << "; status when the header was read: " << rows(read.last);
+    EXPECT_EQ(r.status, 503u) << describe(r); // the node is stopping: /healthz says "draining"
+    EXPECT_EQ(r.header("Connection"), "close") << describe(r);
+    EXPECT_TRUE(n.wait_exit(15s)) << "the node did not stop";
+}
+
 // ---- trusted proxies ---------------------------------------------------------------------------
 
 TEST(edge, x_forwarded_for_is_trusted_only_from_trusted_proxies) {
