@@ -37,13 +37,16 @@
 #   BENCH_MAIN_MODE=handoff            sockherd's listener mode for echo, fanout and idle
 #   BENCH_WORKERS=4                    sockherd workers (and the peers' processes stay at 4)
 #   BENCH_CONNECT_CONCURRENCY=64       connect: loops opening and closing sessions
-#   BENCH_CONNECT_ROUNDS=2             connect: rounds over all systems (the table has their mean)
+#   BENCH_CONNECT_ROUNDS=3             connect: rounds over all systems (the table has their mean)
 #   BENCH_ECHO_CONNECTIONS="100 1000"  echo: connection counts
 #   BENCH_ECHO_SIZES="32 1024"         echo: message sizes (bytes)
 #   BENCH_ECHO_INFLIGHT=1              echo: messages in flight per connection
 #   BENCH_ECHO_WORKER_VARIANTS="4n 2 1"  echo: sockherd also with these worker counts (main mode, else
 #                                      the same config), each its own system in the rotation ("": none);
 #                                      W followed by n: W workers under worker_scheduling = "normal"
+#                                      and supervisor_scheduling = "normal" (the kernel's default)
+#   BENCH_CONNECT_SUPERVISOR_NORMAL=1  connect: also sockherd handoff with supervisor_scheduling =
+#                                      "normal" (system sockherd-handoff-sn), in the same rotation (0: not)
 #   BENCH_FANOUT_SUBSCRIBERS="1000 10000"  fanout: subscriber counts
 #   BENCH_FANOUT_INFLIGHT=1            fanout: messages not yet back at the publisher
 #   BENCH_FANOUT_RATE_DELIVERIES=30000 fanout at a fixed rate: deliveries/s offered, the publisher
@@ -65,7 +68,7 @@ if [ "$QUICK" = 1 ]; then
     q_duration=2 q_rounds=1 q_echo_conns=100 q_echo_sizes=32 q_subs=1000 q_idle=4000 q_hold=3 q_reload=6
     q_report="${TMPDIR:-/tmp}/sockherd-suite-quick.md"
 else
-    q_duration=8 q_rounds=2 q_echo_conns="100 1000" q_echo_sizes="32 1024" q_subs="1000 10000"
+    q_duration=8 q_rounds=3 q_echo_conns="100 1000" q_echo_sizes="32 1024" q_subs="1000 10000"
     q_idle="10000 40000" q_hold=10 q_reload=16 q_report="$ROOT/bench/RESULTS.md"
 fi
 DURATION=${BENCH_DURATION:-$q_duration}
@@ -80,6 +83,7 @@ ECHO_CONNECTIONS=${BENCH_ECHO_CONNECTIONS:-$q_echo_conns}
 ECHO_SIZES=${BENCH_ECHO_SIZES:-$q_echo_sizes}
 ECHO_INFLIGHT=${BENCH_ECHO_INFLIGHT:-1}
 ECHO_WORKER_VARIANTS=${BENCH_ECHO_WORKER_VARIANTS-"4n 2 1"} # set but empty: no variants
+CONNECT_SUPERVISOR_NORMAL=${BENCH_CONNECT_SUPERVISOR_NORMAL:-1}
 FANOUT_SUBSCRIBERS=${BENCH_FANOUT_SUBSCRIBERS:-$q_subs}
 FANOUT_INFLIGHT=${BENCH_FANOUT_INFLIGHT:-1}
 FANOUT_RATE_DELIVERIES=${BENCH_FANOUT_RATE_DELIVERIES:-30000}
@@ -212,10 +216,14 @@ take_port() { # prints a free port not handed out before in this run
 
 # sockherd's config for the suite: $1 listener mode, $2 port, $3 admin port (the admin listener:
 # readiness, and per-worker counters around each run), $4 workers (default BENCH_WORKERS), $5 "normal":
-# [server] worker_scheduling = "normal" (the kernel's SCHED_OTHER) instead of sockherd's default.
+# [server] worker_scheduling and supervisor_scheduling = "normal" (the kernel's SCHED_OTHER) instead
+# of sockherd's default SCHED_BATCH; "supervisor-normal": supervisor_scheduling = "normal" alone.
 sockherd_config() {
     if [ "${5:-}" = normal ]; then
-        node_config_head "${4:-$WORKERS}" "$2" "$3" "$1" | sed '/^workers = /a worker_scheduling = "normal"'
+        node_config_head "${4:-$WORKERS}" "$2" "$3" "$1" |
+            sed '/^workers = /a worker_scheduling = "normal"\nsupervisor_scheduling = "normal"'
+    elif [ "${5:-}" = supervisor-normal ]; then
+        node_config_head "${4:-$WORKERS}" "$2" "$3" "$1" | sed '/^workers = /a supervisor_scheduling = "normal"'
     else
         node_config_head "${4:-$WORKERS}" "$2" "$3" "$1"
     fi
@@ -240,9 +248,10 @@ kind = "pubsub"
 EOF
 }
 
-# sockherd's systems are named sockherd-<mode> (BENCH_WORKERS workers) or sockherd-<mode>-w<W>
-# (the same with W workers: echo's worker count variants). Their listener mode and worker count:
-sockherd_mode() { local m=${1#sockherd-}; echo "${m%-w[0-9]*}"; }
+# sockherd's systems are named sockherd-<mode> (BENCH_WORKERS workers), sockherd-<mode>-w<W>[n]
+# (the same with W workers: echo's worker count variants) or sockherd-<mode>-sn (the supervisor
+# under SCHED_OTHER: a connect variant). Their listener mode and worker count:
+sockherd_mode() { local m=${1#sockherd-}; m=${m%-sn}; echo "${m%-w[0-9]*}"; }
 sockherd_workers() {
     case $1 in
         sockherd-*-w[0-9]*) local w=${1##*-w}; echo "${w%n}" ;;
@@ -260,7 +269,7 @@ start_system() {
             want=$(sockherd_workers "$name")
             ADMIN[$name]=$(take_port)
             sockherd_config "$(sockherd_mode "$name")" "$port" "${ADMIN[$name]}" "$want" \
-                "$(case $name in *-w[0-9]*n) echo normal ;; esac)" >"$TMP/$name.toml"
+                "$(case $name in *-w[0-9]*n) echo normal ;; *-sn) echo supervisor-normal ;; esac)" >"$TMP/$name.toml"
             "$SOCKHERD" run --config "$TMP/$name.toml" >"$log" 2>&1 &
             PID[$name]=$!
             PORT[$name]=$port
@@ -514,6 +523,15 @@ if has "$SCENARIOS" connect; then
             start_system "sockherd-$m" || { say "sockherd-$m did not start: $(cat "$TMP/logs/sockherd-$m.refused")"; continue; }
         fi
         CONNECT_SYSTEMS="$CONNECT_SYSTEMS sockherd-$m"
+        # handoff's supervisor under SCHED_OTHER, right after handoff in every round: what the
+        # default supervisor_scheduling = "batch" changes, side by side.
+        if [ "$m" = handoff ] && [ "$CONNECT_SUPERVISOR_NORMAL" = 1 ]; then
+            if start_system sockherd-handoff-sn; then
+                CONNECT_SYSTEMS="$CONNECT_SYSTEMS sockherd-handoff-sn"
+            else
+                say "sockherd-handoff-sn did not start: $(cat "$TMP/logs/sockherd-handoff-sn.refused")"
+            fi
+        fi
     done
     for s in $PEERS; do is_up "$s" && CONNECT_SYSTEMS="$CONNECT_SYSTEMS $s"; done
     for round in $(seq 1 "$CONNECT_ROUNDS"); do
@@ -524,6 +542,7 @@ if has "$SCENARIOS" connect; then
         done
     done
     for m in $MODES; do [ "sockherd-$m" = "$MAIN" ] || stop_system "sockherd-$m"; done
+    if has "$CONNECT_SYSTEMS" sockherd-handoff-sn; then stop_system sockherd-handoff-sn; fi
 fi
 
 # sockherd at other worker counts, echo only: with 4 workers on 2 cores shared with the load
@@ -712,6 +731,7 @@ done
     echo "WORKERS=$WORKERS"
     echo "CONNECT_CONCURRENCY=$CONNECT_CONCURRENCY"
     echo "CONNECT_ROUNDS=$CONNECT_ROUNDS"
+    echo "CONNECT_SUPERVISOR_NORMAL=$CONNECT_SUPERVISOR_NORMAL"
     echo "ECHO_INFLIGHT=$ECHO_INFLIGHT"
     echo "ECHO_WORKER_VARIANTS=$ECHO_WORKER_VARIANTS"
     echo "ECHO_VARIANTS=$ECHO_VARIANTS"

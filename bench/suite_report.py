@@ -42,7 +42,8 @@ def workers_text(w):
 
 
 def variant_label(system):
-    """"2 workers", or "4 workers, SCHED_OTHER" for a variant under worker_scheduling = "normal"."""
+    """"2 workers", or "4 workers, SCHED_OTHER" for a variant under worker_scheduling and
+    supervisor_scheduling = "normal"."""
     return workers_text(variant_workers(system)) + (", SCHED_OTHER" if system.endswith("n") else "")
 
 
@@ -50,6 +51,8 @@ def name_of(system):
     w = variant_workers(system)
     if w is not None:
         return f"sockherd ({system[len('sockherd-'):].rsplit('-w', 1)[0]}, {variant_label(system)})"
+    if system.startswith("sockherd-") and system.endswith("-sn"):
+        return f"sockherd ({system[len('sockherd-'):-len('-sn')]}, supervisor SCHED_OTHER)"
     if system.startswith("sockherd-"):
         return f"sockherd ({system[len('sockherd-'):]})"
     return PEER_NAMES.get(system, system)
@@ -305,6 +308,8 @@ class Report:
                      f"{pct(mean_of(r.other_cpu for r in ok))} | {'; '.join(errors_text(r.res) for r in ok)} |")
             if s == "sockherd-handoff":
                 self.sup_share = sup_share
+            if s == "sockherd-handoff-sn":
+                self.sup_share_sn = sup_share
         for s, why in sorted(self.refused.items()):
             if s.startswith("sockherd-") and variant_workers(s) is None and s not in order:
                 self.add(f"| {name_of(s)} | did not start: {why.splitlines()[-1] if why else '?'} | | | | | | | | | |")
@@ -321,6 +326,13 @@ class Report:
             for p in self.peers:
                 if p in m:
                     rows.append((f"handoff / {p}", fx(ratio(h, m[p]))))
+        hn = m.get("sockherd-handoff-sn")
+        if hn is not None:
+            if rp is not None:
+                rows.append(("handoff with the supervisor under SCHED_OTHER / reuseport", fx(ratio(hn, rp))))
+            if h is not None:
+                rows.append(("handoff (supervisor SCHED_BATCH, the default) / the same under SCHED_OTHER",
+                             fx(ratio(h, hn))))
         if rows:
             self.add("Ratios (same run; above 1: sockherd handoff opens more sessions per second):", "",
                      "| | ratio |", "|---|---:|")
@@ -337,6 +349,13 @@ class Report:
         self.target("supervisor CPU ≤ 15 % of the node's CPU at the maximum connect rate (handoff)",
                     pct(share) if share is not None else "n/a", "15 %",
                     "n/a" if share is None else f"{share / 15:.2f}× the limit", None if share is None else share <= 15)
+        if hn is not None:
+            sn = getattr(self, "sup_share_sn", None)
+            self.targets.append(("connect, handoff with `supervisor_scheduling = \"normal\"` (SCHED_OTHER; "
+                                 "the default is \"batch\")",
+                                 f"{big(hn)}/s, supervisor share {pct(sn) if sn is not None else 'n/a'}",
+                                 f"reuseport {big(rp)}/s" if rp else "reuseport: no result",
+                                 fx(ratio(hn, rp)), "info"))
 
     # ---- 2. echo ------------------------------------------------------------------------------
     def echo(self):

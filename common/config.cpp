@@ -298,16 +298,21 @@ bool plausible_user_name(std::string_view name) {
 }
 
 void read_server(const toml::table& table, config& cfg) {
-    section s(table, "[server]", {"workers", "control_socket", "user", "allow_root_workers", "worker_scheduling"});
+    section s(table, "[server]",
+              {"workers", "control_socket", "user", "allow_root_workers", "worker_scheduling", "supervisor_scheduling"});
     s.read_bool("allow_root_workers", cfg.server.allow_root_workers);
-    if (const auto* node = s.find("worker_scheduling")) {
-        const auto& policy = s.string_value(*node, "worker_scheduling");
+    for (auto [key, out] : {std::pair{"worker_scheduling", &cfg.server.worker_scheduling},
+                            std::pair{"supervisor_scheduling", &cfg.server.supervisor_scheduling}}) {
+        const auto* node = s.find(key);
+        if (!node)
+            continue;
+        const auto& policy = s.string_value(*node, key);
         if (policy == "batch")
-            cfg.server.worker_scheduling = config::server_section::scheduling::batch;
+            *out = config::server_section::scheduling::batch;
         else if (policy == "normal")
-            cfg.server.worker_scheduling = config::server_section::scheduling::normal;
+            *out = config::server_section::scheduling::normal;
         else
-            s.fail(*node, "worker_scheduling", "must be \"batch\" or \"normal\", got \"" + policy + "\"");
+            s.fail(*node, key, "must be \"batch\" or \"normal\", got \"" + policy + "\"");
     }
     if (const auto* node = s.find("user")) {
         const auto& name = s.string_value(*node, "user");

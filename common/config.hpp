@@ -87,11 +87,13 @@ struct config {
         std::string user = "nobody";
         source_position user_position; // where the file set `user` (for errors found later)
         bool allow_root_workers = false; // workers may run as root ("root", a uid-0 user, or "")
-        // The workers' scheduling policy. batch (SCHED_BATCH): a worker that wakes up does not
-        // preempt the task running on its CPU, so on a busy machine it finds several sockets ready
-        // instead of waking once per message; normal (SCHED_OTHER): the kernel's default.
+        // The workers' and the supervisor's scheduling policies. batch (SCHED_BATCH): a process
+        // that wakes up does not preempt the task running on its CPU, so on a busy machine it finds
+        // several sockets ready instead of waking once per message or connection; normal
+        // (SCHED_OTHER): the kernel's default.
         enum class scheduling : std::uint8_t { batch, normal };
         scheduling worker_scheduling = scheduling::batch;
+        scheduling supervisor_scheduling = scheduling::batch;
     } server;
 
     std::vector<listener_config> listeners; // at least one

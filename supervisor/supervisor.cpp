@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <stdexcept>
 #include <system_error>
 
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
+#include "common/scheduling.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
 
@@ -127,6 +129,7 @@ int supervisor::run() {
     for (int s : {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1})
         signals_.add(s);
     wait_signals();
+    apply_scheduling();
     start_control_socket();
     if (admin_)
         admin_->start();
@@ -147,6 +150,28 @@ int supervisor::run() {
 
     ioc_.run();
     return exit_code_;
+}
+
+// The supervisor's one thread accepts and hands off every connection in handoff mode. Under
+// SCHED_BATCH it does not preempt a busy worker for each new connection; it takes the backlog
+// at its next turn, several connections a wake-up (a third fewer context switches and CPU per
+// connection in bench/RESULTS.md's side-by-side check). Workers set their own policy.
+void supervisor::apply_scheduling() {
+    const bool batch = config_.server.supervisor_scheduling == config::server_section::scheduling::batch;
+    const auto r = set_thread_scheduling(batch);
+    using outcome = scheduling_result::outcome;
+    if (r.what == outcome::kept && !scheduling_told_) {
+        spdlog::info("keeping the scheduling policy the supervisor was started with ({}); [server] "
+                     "supervisor_scheduling applies to SCHED_OTHER and SCHED_BATCH only",
+                     r.found);
+        scheduling_told_ = true;
+    } else if (r.what == outcome::failed && !scheduling_told_) {
+        spdlog::warn("cannot switch to {} ([server] supervisor_scheduling = \"{}\"): {}",
+                     batch ? "SCHED_BATCH" : "SCHED_OTHER", batch ? "batch" : "normal", std::strerror(r.error));
+        scheduling_told_ = true;
+    } else if (r.what == outcome::switched) {
+        spdlog::debug("supervisor scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
+    }
 }
 
 std::unique_ptr<control_server> supervisor::make_control_server(const std::string& path) {
@@ -836,6 +861,7 @@ std::optional<std::string> supervisor::prepare_and_commit_reload(std::string& su
     ++generation_;
     scheduler_.set_policy(config_.scheduler.policy);
     apply_log_config("supervisor", config_);
+    apply_scheduling();
 
     // In place: every running worker switches to the new generation for new connections and
     // requests; its sessions stay open. Draining workers finish on the config they have.

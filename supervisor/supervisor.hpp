@@ -62,6 +62,7 @@ private:
     void relay_from_redis(shared_message msg);
     // A reload changed [redis]: a new bridge (same node id, same wanted channels) replaces it.
     void apply_redis_config(const config& next);
+    void apply_scheduling(); // [server] supervisor_scheduling for the event loop
 
     void start_slot(worker_slot& slot);
     void send_listen(worker_process& p);
@@ -160,6 +161,7 @@ private:
     net::steady_timer stop_deadline_;
     net::steady_timer health_timer_;
     bool rolling_ = false; // roll_next() has workers left to replace
+    bool scheduling_told_ = false; // logged that supervisor_scheduling cannot apply (once)
     restart_backoff roll_backoff_;
     net::steady_timer roll_timer_; // retries a roll after a successor died before it was ready
     bool roll_retry_pending_ = false;

@@ -17,6 +17,7 @@
 
 #include "common/fd_limit.hpp"
 #include "common/logging.hpp"
+#include "common/scheduling.hpp"
 #include "common/tls.hpp"
 #include "worker/http_session.hpp"
 #include "worker/websocket_session.hpp"
@@ -229,29 +230,25 @@ void worker::apply_config(ipc::config_msg&& m) {
 void worker::apply_scheduling() {
     static bool told = false; // one log line per worker, not one per reload
     const bool batch = config_->server.worker_scheduling == config::server_section::scheduling::batch;
-    const int policy = batch ? SCHED_BATCH : SCHED_OTHER;
-    const int now = ::sched_getscheduler(0);
-    const int current = now < 0 ? now : now & ~SCHED_RESET_ON_FORK;
-    if (current != SCHED_OTHER && current != SCHED_BATCH) {
-        // Started under another policy on purpose (chrt, systemd's CPUSchedulingPolicy=): kept.
+    const auto r = set_thread_scheduling(batch);
+    using outcome = scheduling_result::outcome;
+    if (r.what == outcome::kept) {
         if (!told)
             spdlog::info("keeping the scheduling policy the worker was started with ({}); [server] worker_scheduling "
-                         "applies to SCHED_OTHER and SCHED_BATCH only", current);
+                         "applies to SCHED_OTHER and SCHED_BATCH only", r.found);
         told = true;
         return;
     }
-    if (current != policy) {
-        const sched_param param{}; // priority 0, the only one these two policies have
-        if (::sched_setscheduler(0, policy | (now & SCHED_RESET_ON_FORK), &param) != 0) {
-            if (!told)
-                spdlog::warn("cannot switch to {} ([server] worker_scheduling = \"{}\"): {}",
-                             batch ? "SCHED_BATCH" : "SCHED_OTHER", batch ? "batch" : "normal", std::strerror(errno));
-            told = true;
-            return;
-        }
-        spdlog::debug("scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
+    if (r.what == outcome::failed) {
+        if (!told)
+            spdlog::warn("cannot switch to {} ([server] worker_scheduling = \"{}\"): {}",
+                         batch ? "SCHED_BATCH" : "SCHED_OTHER", batch ? "batch" : "normal", std::strerror(r.error));
+        told = true;
+        return;
     }
-    if (acceptor_ && !acceptor_->set_scheduling(policy) && !told) {
+    if (r.what == outcome::switched)
+        spdlog::debug("scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
+    if (acceptor_ && !acceptor_->set_scheduling(batch ? SCHED_BATCH : SCHED_OTHER) && !told) {
         spdlog::warn("cannot set the acceptor thread's scheduling policy");
         told = true;
     }

@@ -466,9 +466,10 @@ void expect_load_unharmed(prober& probe, session_pool& pool, clock::time_point t
 
 // ---- 1. in-place reloads --------------------------------------------------------------------------
 
-// [server] worker_scheduling: the workers' event loops run under SCHED_BATCH by default, and a
-// reload switches the running workers (the same processes) to SCHED_OTHER and back.
-TEST(reload, worker_scheduling_switches_the_running_workers) {
+// [server] worker_scheduling and supervisor_scheduling: the workers' and the supervisor's event
+// loops run under SCHED_BATCH by default, and a reload switches the running processes (the same
+// pids) to SCHED_OTHER and back, each setting on its own.
+TEST(reload, scheduling_switches_the_running_supervisor_and_workers) {
     node_config cfg;
     cfg.workers = 2;
     node n(node_options{cfg.text(), {}});
@@ -476,29 +477,37 @@ TEST(reload, worker_scheduling_switches_the_running_workers) {
     ASSERT_TRUE(started);
     const auto pids = n.worker_pids();
     ASSERT_EQ(pids.size(), 2u);
-    const auto all_run = [&](int policy) {
-        return std::all_of(pids.begin(), pids.end(), [&](pid_t p) { return ::sched_getscheduler(p) == policy; });
+    const auto all_run = [&](int worker_policy, int supervisor_policy) {
+        return ::sched_getscheduler(n.pid()) == supervisor_policy &&
+            std::all_of(pids.begin(), pids.end(), [&](pid_t p) { return ::sched_getscheduler(p) == worker_policy; });
     };
     const auto policies = [&] {
-        std::string s;
+        std::string s = "supervisor " + std::to_string(n.pid()) + ":" + std::to_string(::sched_getscheduler(n.pid()));
         for (const auto p : pids)
-            s += std::to_string(p) + ":" + std::to_string(::sched_getscheduler(p)) + " ";
+            s += ", worker " + std::to_string(p) + ":" + std::to_string(::sched_getscheduler(p));
         return s;
     };
-    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH, SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
 
     cfg.server_more = "worker_scheduling = \"normal\"\n";
     write_config(n, cfg);
     auto run = reload(n);
     expect_applied(n, run, 2);
-    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_OTHER); }, 5s)) << "pid:policy " << policies();
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_OTHER, SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
     EXPECT_EQ(n.worker_pids(), pids) << "the same workers, not new ones";
 
-    cfg.server_more = "worker_scheduling = \"batch\"\n";
+    cfg.server_more = "worker_scheduling = \"batch\"\nsupervisor_scheduling = \"normal\"\n";
     write_config(n, cfg);
     run = reload(n);
     expect_applied(n, run, 3);
-    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH, SCHED_OTHER); }, 5s)) << "pid:policy " << policies();
+
+    cfg.server_more = {};
+    write_config(n, cfg);
+    run = reload(n);
+    expect_applied(n, run, 4);
+    EXPECT_TRUE(wait_until([&] { return all_run(SCHED_BATCH, SCHED_BATCH); }, 5s)) << "pid:policy " << policies();
+    EXPECT_EQ(n.worker_pids(), pids) << "the same workers, not new ones";
     EXPECT_EQ(ws_route_works(n.port(), "/echo"), "");
 }
 

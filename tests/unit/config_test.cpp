@@ -237,6 +237,15 @@ TEST(config, worker_scheduling) {
     EXPECT_EQ(parse_ok("[server]\nworker_scheduling = \"batch\"\n").server.worker_scheduling, policy::batch);
 }
 
+TEST(config, supervisor_scheduling) {
+    using policy = config::server_section::scheduling;
+    EXPECT_EQ(parse_ok("").server.supervisor_scheduling, policy::batch);
+    const auto normal = parse_ok("[server]\nsupervisor_scheduling = \"normal\"\n");
+    EXPECT_EQ(normal.server.supervisor_scheduling, policy::normal);
+    EXPECT_EQ(normal.server.worker_scheduling, policy::batch) << "the two settings are independent";
+    EXPECT_EQ(parse_ok("[server]\nsupervisor_scheduling = \"batch\"\n").server.supervisor_scheduling, policy::batch);
+}
+
 TEST(config, workers) {
     EXPECT_EQ(parse_ok("[server]\nworkers = 1\n").server.workers, 1u);
     EXPECT_EQ(parse_ok("[server]\nworkers = 1024\n").server.workers, 1024u);
@@ -471,6 +480,10 @@ const bad_file bad_files[] = {
      "[server] workers: must be between 1 and 1024 (or \"auto\"), got 1025"},
     {"worker_scheduling_unknown", "[server]\nworker_scheduling = \"fifo\"\n", 2, 21,
      "[server] worker_scheduling: must be \"batch\" or \"normal\", got \"fifo\""},
+    {"supervisor_scheduling_unknown", "[server]\nsupervisor_scheduling = \"idle\"\n", 2, 25,
+     "[server] supervisor_scheduling: must be \"batch\" or \"normal\", got \"idle\""},
+    {"supervisor_scheduling_not_a_string", "[server]\nsupervisor_scheduling = 1\n", 2, 25,
+     "[server] supervisor_scheduling: expected a string, got integer"},
     {"workers_bad_string", "[server]\nworkers = \"many\"\n", 2, 11,
      "[server] workers: expected an integer 1..1024 or \"auto\", got \"many\""},
     {"route_missing_path", "[[route]]\nkind = \"echo\"\n", 1, 1, "[[route]] is missing required key 'path'"},
