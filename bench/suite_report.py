@@ -32,7 +32,7 @@ TASK_CLOCK, SWITCHES, SYSCALLS = "task-clock", "context-switches", "raw_syscalls
 
 def variant_workers(system):
     """W when `system` is sockherd-<mode>-w<W>[n] (sockherd with W workers, echo only; a trailing n:
-    under [server] worker_scheduling = "normal"), else None."""
+    under [server] worker_scheduling and supervisor_scheduling = "normal"), else None."""
     m = re.fullmatch(r"sockherd-[a-z]+-w([0-9]+)n?", system)
     return int(m.group(1)) if m else None
 
@@ -373,7 +373,8 @@ class Report:
         if variants:
             self.add(f"Below sockherd's main row ({self.workers} workers), the same sockherd at other worker counts "
                      f"(`BENCH_ECHO_WORKER_VARIANTS`: {', '.join(variant_label(v) for v in variants)}): "
-                     "the same config but for `workers` (and, in a SCHED_OTHER row, `worker_scheduling = \"normal\"`: "
+                     "the same config but for `workers` (and, in a SCHED_OTHER row, `worker_scheduling` and "
+                     "`supervisor_scheduling = \"normal\"`: "
                      "the kernel's default policy instead of sockherd's `SCHED_BATCH`), up for the echo runs only and "
                      "taking its turns in the same rotation. They are for comparison; the targets are evaluated on the "
                      "main system.", "")
@@ -1020,10 +1021,15 @@ class Report:
         if self.variants:
             self.add(f"- **sockherd at other worker counts** (echo only; `BENCH_ECHO_WORKER_VARIANTS`): the config "
                      "above with " + ", ".join(f"`workers = {variant_workers(v)}`"
-                                                 + (' and `worker_scheduling = "normal"` in `[server]`' if v.endswith("n") else "")
+                                                 + (' and `worker_scheduling = "normal"`, `supervisor_scheduling = "normal"` in `[server]`'
+                                                    if v.endswith("n") else "")
                                                  for v in self.variants)
                      + ", each its own system, started before the echo runs and stopped after them, taking its "
                      "turns in the same rotation.")
+        if any(r.system.endswith("-sn") for r in self.runs):
+            self.add("- **sockherd, supervisor under SCHED_OTHER** (connect only; `BENCH_CONNECT_SUPERVISOR_NORMAL`): "
+                     "the config above with `supervisor_scheduling = \"normal\"` in `[server]`, up for the connect "
+                     "runs only, right after handoff in every round.")
         self.add("- **seed**: `bench/peers/seed/start.sh PORT RUNDIR` with `SEED_SEND_QUEUE_LIMIT=16777216`: nginx "
                  "(2 worker processes, round robin) → 4 Node.js `ws` processes, every message through redis-server "
                  "pub/sub (`bench/peers/seed/README.md`).",
