@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <stdexcept>
 #include <system_error>
 
@@ -157,21 +156,8 @@ int supervisor::run() {
 // at its next turn, several connections a wake-up (a third fewer context switches and CPU per
 // connection in bench/RESULTS.md's side-by-side check). Workers set their own policy.
 void supervisor::apply_scheduling() {
-    const bool batch = config_.server.supervisor_scheduling == config::server_section::scheduling::batch;
-    const auto r = set_thread_scheduling(batch);
-    using outcome = scheduling_result::outcome;
-    if (r.what == outcome::kept && !scheduling_told_) {
-        spdlog::info("keeping the scheduling policy the supervisor was started with ({}); [server] "
-                     "supervisor_scheduling applies to SCHED_OTHER and SCHED_BATCH only",
-                     r.found);
-        scheduling_told_ = true;
-    } else if (r.what == outcome::failed && !scheduling_told_) {
-        spdlog::warn("cannot switch to {} ([server] supervisor_scheduling = \"{}\"): {}",
-                     batch ? "SCHED_BATCH" : "SCHED_OTHER", batch ? "batch" : "normal", std::strerror(r.error));
-        scheduling_told_ = true;
-    } else if (r.what == outcome::switched) {
-        spdlog::debug("supervisor scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
-    }
+    apply_thread_scheduling(config_.server.supervisor_scheduling == config::server_section::scheduling::batch,
+                            "supervisor", "supervisor_scheduling", scheduling_told_);
 }
 
 std::unique_ptr<control_server> supervisor::make_control_server(const std::string& path) {

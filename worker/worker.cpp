@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -228,29 +227,12 @@ void worker::apply_config(ipc::config_msg&& m) {
 // same cores serving other processes, or more workers than cores) that turns one wake-up per
 // message into one per batch of ready sockets; with an idle CPU it changes nothing.
 void worker::apply_scheduling() {
-    static bool told = false; // one log line per worker, not one per reload
     const bool batch = config_->server.worker_scheduling == config::server_section::scheduling::batch;
-    const auto r = set_thread_scheduling(batch);
-    using outcome = scheduling_result::outcome;
-    if (r.what == outcome::kept) {
-        if (!told)
-            spdlog::info("keeping the scheduling policy the worker was started with ({}); [server] worker_scheduling "
-                         "applies to SCHED_OTHER and SCHED_BATCH only", r.found);
-        told = true;
+    if (!apply_thread_scheduling(batch, "worker", "worker_scheduling", scheduling_told_))
         return;
-    }
-    if (r.what == outcome::failed) {
-        if (!told)
-            spdlog::warn("cannot switch to {} ([server] worker_scheduling = \"{}\"): {}",
-                         batch ? "SCHED_BATCH" : "SCHED_OTHER", batch ? "batch" : "normal", std::strerror(r.error));
-        told = true;
-        return;
-    }
-    if (r.what == outcome::switched)
-        spdlog::debug("scheduling policy {}", batch ? "SCHED_BATCH" : "SCHED_OTHER");
-    if (acceptor_ && !acceptor_->set_scheduling(batch ? SCHED_BATCH : SCHED_OTHER) && !told) {
+    if (acceptor_ && !acceptor_->set_scheduling(batch ? SCHED_BATCH : SCHED_OTHER) && !scheduling_told_) {
         spdlog::warn("cannot set the acceptor thread's scheduling policy");
-        told = true;
+        scheduling_told_ = true;
     }
 }
 

@@ -191,6 +191,7 @@ private:
     std::chrono::steady_clock::time_point last_load_report_{};
     bool draining_ = false;
     bool node_stopping_ = false;
+    bool scheduling_told_ = false; // logged that worker_scheduling cannot apply (once per worker)
     connection::clock::time_point drain_deadline_{};
     bool drained_sent_ = false;
     int exit_code_ = 0;
