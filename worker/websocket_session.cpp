@@ -71,7 +71,9 @@ std::vector<pending_flush>& flush_list() {
     return list;
 }
 
-void run_flushes() {
+} // namespace
+
+void flush_pending_writes() {
     static std::vector<pending_flush> batch;
     batch.swap(flush_list()); // flushes that queue more go into the next round
     for (auto& f : batch)
@@ -80,19 +82,13 @@ void run_flushes() {
     batch.clear();
 }
 
-} // namespace
-
-void flush_pending_writes() {
-    run_flushes();
-}
-
 namespace {
 
 void add_flush(const net::io_context::executor_type& ex, pending_flush f) {
     auto& list = flush_list();
     list.push_back(std::move(f));
     if (list.size() == 1)
-        net::post(ex, &run_flushes);
+        net::post(ex, &flush_pending_writes);
 }
 
 net::io_context& context_of(const net::any_io_executor& ex) {

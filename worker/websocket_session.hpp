@@ -18,9 +18,9 @@
 
 #include "common/net.hpp"
 #include "common/tls_stream.hpp"
+#include "common/unique_fd.hpp"
 #include "common/ws_frame.hpp"
 #include "worker/connection.hpp"
-#include "common/unique_fd.hpp"
 #include "worker/hub.hpp"
 #include "worker/poller.hpp"
 #include "worker/response.hpp"
@@ -70,7 +70,6 @@ public:
 private:
     static constexpr bool with_tls = is_tls<Stream>;
     using executor_type = net::io_context::executor_type;
-    using socket_type = net::basic_stream_socket<tcp, executor_type>;
     // A plain session owns its socket's descriptor outright (the poller watches it).
     using stream_type = std::conditional_t<with_tls, tls_stream, unique_fd>;
     using timer_type = net::basic_waitable_timer<clock, net::wait_traits<clock>, executor_type>;
