@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "run_until.hpp"
+
 namespace sockherd::ipc {
 namespace {
 
@@ -32,13 +34,8 @@ struct channel_pair : ::testing::Test {
     }
 
     template <class Pred>
-    bool run_until(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        while (!pred() && std::chrono::steady_clock::now() < deadline) {
-            ioc.restart();
-            ioc.run_for(std::chrono::milliseconds(10));
-        }
-        return pred();
+    bool run_until(Pred pred) {
+        return test::run_until(ioc, pred);
     }
 };
 

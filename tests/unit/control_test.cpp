@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include "run_until.hpp"
+
 #include "common/unique_fd.hpp"
 
 namespace sockherd::supervisor {
@@ -95,12 +97,7 @@ struct ControlServer : ::testing::Test {
 
     template <class Pred>
     bool run_until(Pred pred, std::chrono::milliseconds limit = 5000ms) {
-        const auto deadline = std::chrono::steady_clock::now() + limit;
-        while (!pred() && std::chrono::steady_clock::now() < deadline) {
-            ioc.restart();
-            ioc.run_for(5ms);
-        }
-        return pred();
+        return test::run_until(ioc, pred, limit, 5ms);
     }
 
     std::future<command_result> command_async(std::vector<std::string> words, std::chrono::milliseconds timeout = 5s,

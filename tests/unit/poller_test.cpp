@@ -9,17 +9,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "run_until.hpp"
+
 #include "common/unique_fd.hpp"
 
 namespace sockherd::worker {
 namespace {
+
+using test::run_until;
 
 struct pair_fds {
     unique_fd ours;
@@ -30,16 +33,6 @@ pair_fds make_pair() {
     int fds[2] = {-1, -1};
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
     return {unique_fd(fds[0]), unique_fd(fds[1])};
-}
-
-// Runs `ioc` until `done` holds or 5 s pass; true if it held.
-bool run_until(net::io_context& ioc, const std::function<bool()>& done) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!done() && std::chrono::steady_clock::now() < until) {
-        ioc.restart();
-        ioc.run_for(std::chrono::milliseconds(10));
-    }
-    return done();
 }
 
 // Records what it is told; reads `per_call` bytes at most per call (0: everything there is).
@@ -145,8 +138,9 @@ TEST(poller, a_handler_removed_during_a_pass_gets_none_of_its_events) {
 // Reads one byte per turn and asks for another while bytes are left, as a session whose share
 // of a pass is used does.
 struct one_byte_reader final : poller::handler {
-    poller* p = nullptr;
-    int fd = -1;
+    one_byte_reader(poller& watcher, int socket) : p(&watcher), fd(socket) {}
+    poller* p;
+    int fd;
     std::string got;
     int turns = 0;
     void on_ready(std::uint32_t ev) override {
@@ -166,9 +160,7 @@ TEST(poller, again_gives_a_turn_without_a_new_edge) {
     net::io_context ioc;
     poller p(ioc, nullptr);
     auto s = make_pair();
-    one_byte_reader r;
-    r.p = &p;
-    r.fd = s.ours.get();
+    one_byte_reader r(p, s.ours.get());
     error_code ec;
     ASSERT_TRUE(p.add(r.fd, r, ec)) << ec.message();
     ASSERT_EQ(::write(s.theirs.get(), "abcd", 4), 4); // one edge (or two) for four bytes
@@ -182,9 +174,7 @@ TEST(poller, removing_forgets_a_turn_asked_for) {
     int passes = 0;
     poller p(ioc, [&] { ++passes; });
     auto s = make_pair();
-    one_byte_reader r;
-    r.p = &p;
-    r.fd = s.ours.get();
+    one_byte_reader r(p, s.ours.get());
     error_code ec;
     ASSERT_TRUE(p.add(r.fd, r, ec)) << ec.message();
     p.again(r);

@@ -10,14 +10,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <functional>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "run_until.hpp"
+
 namespace sockherd::worker {
 namespace {
+
+using test::run_until;
 
 struct listening {
     unique_fd fd;
@@ -47,15 +49,6 @@ unique_fd connect_to(std::uint16_t port) {
     a.sin_port = htons(port);
     EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     return fd;
-}
-
-bool run_until(net::io_context& ioc, const std::function<bool()>& done) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!done() && std::chrono::steady_clock::now() < until) {
-        ioc.restart();
-        ioc.run_for(std::chrono::milliseconds(10));
-    }
-    return done();
 }
 
 TEST(self_acceptor, batches_carry_the_socket_and_listener_of_follows_a_renumbering) {
